@@ -1,0 +1,138 @@
+"""Per-level segmentation metrics from accumulated confusion matrices (method-spec §5).
+
+:class:`HierarchicalMetrics` follows mmseg's ``IoUMetric`` per level: intersections and unions are
+accumulated over the whole evaluation set, ignored ground-truth pixels are dropped, a class whose union is
+0 (never in the ground truth, never predicted) gets IoU NaN, and mIoU is the nanmean. It also reports
+overall accuracy (OA), per-class IoU and the **consistency rate**: the share of labelled pixels whose
+predicted labels of all levels form a valid root-to-leaf path of the tree.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from hierars.hierarchy import Hierarchy
+
+
+class HierarchicalMetrics:
+    """Accumulate per-level confusion matrices and the consistency rate.
+
+    Args:
+        hierarchy: the label tree (``num_classes``, ``names``, ``ignore_index``, ``path_id``).
+
+    ``confusion[l]`` is an int64 tensor N_l×(N_l+1): rows are ground truth, columns predictions; the extra
+    last column counts labelled pixels whose prediction is not a class of that level (e.g. 255).
+    """
+
+    def __init__(self, hierarchy: Hierarchy) -> None:
+        self.hierarchy = hierarchy
+        self.num_classes = tuple(hierarchy.num_classes)
+        self.ignore_index = hierarchy.ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear all accumulated counts."""
+        self.confusion = [torch.zeros(n, n + 1, dtype=torch.long) for n in self.num_classes]
+        self.consistent_pixels = 0
+        self.labelled_pixels = 0
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch.
+
+        Args:
+            pred: integer tensor B×L×H×W (or L×H×W) of predicted classes per level.
+            target: integer tensor of the same shape; ``ignore_index`` marks unlabelled pixels.
+        """
+        pred, target = torch.as_tensor(pred), torch.as_tensor(target)
+        if pred.ndim == 3 and target.ndim == 3:
+            pred, target = pred[None], target[None]
+        if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != len(self.num_classes):
+            raise ValueError(
+                f"pred and target must both be B×{len(self.num_classes)}×H×W, "
+                f"got {tuple(pred.shape)} and {tuple(target.shape)}"
+            )
+        if pred.is_floating_point() or target.is_floating_point():
+            raise ValueError("pred and target must be integer label tensors (did you pass logits?)")
+        pred, target = pred.detach().cpu().long(), target.detach().cpu().long()
+        for level, n in enumerate(self.num_classes):
+            t, p = target[:, level], pred[:, level]
+            valid = (t >= 0) & (t < n)
+            bad = valid.logical_not() & (t != self.ignore_index)
+            if bad.any():
+                raise ValueError(
+                    f"target at level {level + 1} has values {torch.unique(t[bad])[:5].tolist()} outside "
+                    f"[0, {n - 1}] and not ignore_index={self.ignore_index}"
+                )
+            t, p = t[valid], p[valid]
+            p = torch.where((p >= 0) & (p < n), p, n)  # out-of-range predictions -> extra column
+            self.confusion[level] += torch.bincount(t * (n + 1) + p, minlength=n * (n + 1)).view(n, n + 1)
+        labelled = (target != self.ignore_index).all(dim=1)
+        self.labelled_pixels += int(labelled.sum())
+        self.consistent_pixels += int(((self.hierarchy.path_id(pred) >= 0) & labelled).sum())
+
+    def all_reduce(self) -> None:
+        """Sum the counts over a ``torch.distributed`` process group (no-op when not initialised)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        for cm in self.confusion:
+            torch.distributed.all_reduce(cm)
+        counts = torch.tensor([self.consistent_pixels, self.labelled_pixels], dtype=torch.long)
+        torch.distributed.all_reduce(counts)
+        self.consistent_pixels, self.labelled_pixels = int(counts[0]), int(counts[1])
+
+    def compute(self) -> dict[str, Any]:
+        """Metrics of everything accumulated so far.
+
+        Returns: dict with per-level lists (index 0 = coarsest level)
+            ``"IoU"`` (float64 arrays N_l, NaN where union is 0), ``"mIoU"``, ``"OA"``, ``"mAcc"``
+            (nanmean of per-class recall), ``"num_pixels"`` (labelled pixels per level), and the scalar
+            ``"consistency"`` (NaN if no pixel was labelled at every level).
+        """
+        out: dict[str, Any] = {"IoU": [], "mIoU": [], "OA": [], "mAcc": [], "num_pixels": []}
+        for cm in self.confusion:
+            cm = cm.double().numpy()
+            n = cm.shape[0]
+            inter = np.diag(cm[:, :n])
+            area_label = cm.sum(1)
+            area_pred = cm[:, :n].sum(0)
+            union = area_label + area_pred - inter
+            with np.errstate(invalid="ignore", divide="ignore"):
+                iou = np.where(union > 0, inter / union, np.nan)
+                acc = np.where(area_label > 0, inter / area_label, np.nan)
+            total = area_label.sum()
+            out["IoU"].append(iou)
+            out["mIoU"].append(float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"))
+            out["mAcc"].append(float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"))
+            out["OA"].append(float(inter.sum() / total) if total > 0 else float("nan"))
+            out["num_pixels"].append(int(total))
+        out["consistency"] = (
+            self.consistent_pixels / self.labelled_pixels if self.labelled_pixels else float("nan")
+        )
+        return out
+
+    def to_flat_dict(self, per_class: bool = False) -> dict[str, float]:
+        """Flat scalars for a metrics JSON: ``mIoU_L1``…, ``OA_L1``…, ``mAcc_L1``…, ``consistency``.
+
+        With ``per_class=True`` also ``IoU_L<l>_<class name>`` (NaN for classes never seen or predicted).
+        """
+        res = self.compute()
+        flat: dict[str, float] = {}
+        for key in ("mIoU", "OA", "mAcc"):
+            for level, value in enumerate(res[key]):
+                flat[f"{key}_L{level + 1}"] = value
+        flat["consistency"] = res["consistency"]
+        if per_class:
+            for level, iou in enumerate(res["IoU"]):
+                for name, value in zip(self.hierarchy.names[level], iou.tolist(), strict=True):
+                    flat[f"IoU_L{level + 1}_{name}"] = value
+        return flat
+
+    def __repr__(self) -> str:
+        res = self.compute()
+        miou = ", ".join(f"L{i + 1}={v:.4f}" for i, v in enumerate(res["mIoU"]))
+        return f"HierarchicalMetrics(mIoU: {miou}; consistency={res['consistency']:.4f})"

@@ -1,0 +1,121 @@
+"""HierarchicalMetrics: mmseg IoU semantics, torchmetrics cross-check, consistency rate, accumulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from hierars.hierarchy import Hierarchy
+from hierars.metrics import HierarchicalMetrics
+
+MM5B = Hierarchy.from_yaml("configs/hierarchies/mm5b.yaml")
+IGN = 255
+
+
+def random_labels(seed, b=3, h=16, w=16, ignore_frac=0.15, skip_leaves=(5, 11)):
+    g = torch.Generator().manual_seed(seed)
+    fine = torch.randint(0, 18, (b, h, w), generator=g)
+    for leaf in skip_leaves:  # classes absent from the GT
+        fine[fine == leaf] = 0
+    fine[torch.rand(b, h, w, generator=g) < ignore_frac] = IGN
+    return torch.stack([MM5B.lift(fine, lv) for lv in range(3)], 1)
+
+
+def random_pred(seed, b=3, h=16, w=16):
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, n, (b, h, w), generator=g) for n in MM5B.num_classes], 1)
+
+
+def test_miou_matches_torchmetrics():
+    meter = HierarchicalMetrics(MM5B)
+    tm_iou = [MulticlassJaccardIndex(n, ignore_index=IGN, average="none") for n in MM5B.num_classes]
+    tm_acc = [MulticlassAccuracy(n, ignore_index=IGN, average="micro") for n in MM5B.num_classes]
+    targets, preds = [], []
+    for seed in range(3):
+        target, pred = random_labels(seed), random_pred(100 + seed)
+        pred[:, 2][pred[:, 2] == 7] = 8  # class 7 never predicted (but present in GT)
+        meter.update(pred, target)
+        targets.append(target)
+        preds.append(pred)
+        for lv in range(3):
+            tm_iou[lv].update(pred[:, lv], target[:, lv])
+            tm_acc[lv].update(pred[:, lv], target[:, lv])
+    res = meter.compute()
+    target, pred = torch.cat(targets), torch.cat(preds)
+    for lv, n in enumerate(MM5B.num_classes):
+        valid = target[:, lv] != IGN
+        present = torch.tensor(
+            [((target[:, lv][valid] == c) | (pred[:, lv][valid] == c)).any() for c in range(n)]
+        )
+        ref = tm_iou[lv].compute()
+        np.testing.assert_allclose(res["IoU"][lv][present.numpy()], ref[present].numpy(), rtol=1e-5)
+        assert np.isnan(res["IoU"][lv][~present.numpy()]).all()
+        assert res["mIoU"][lv] == pytest.approx(float(ref[present].mean()), rel=1e-5)
+        assert res["OA"][lv] == pytest.approx(float(tm_acc[lv].compute()), rel=1e-6)
+    # leaves 5 and 11 never appear in GT; whether they were predicted decides NaN vs 0
+    assert res["IoU"][2][5] == 0.0 or math.isnan(res["IoU"][2][5])
+
+
+def test_consistency_rate_and_flat_dict():
+    target = random_labels(0, ignore_frac=0.0)
+    meter = HierarchicalMetrics(MM5B)
+    meter.update(target.clone(), target)
+    flat = meter.to_flat_dict()
+    assert flat["consistency"] == 1.0
+    assert all(flat[f"mIoU_L{lv}"] == 1.0 and flat[f"OA_L{lv}"] == 1.0 for lv in (1, 2, 3))
+    assert set(flat) == {f"{k}_L{lv}" for k in ("mIoU", "OA", "mAcc") for lv in (1, 2, 3)} | {"consistency"}
+    pred = target.clone()
+    bad = torch.zeros_like(target[:, 0], dtype=torch.bool)
+    bad[:, :4] = True  # make a quarter of the pixels inconsistent: wrong root for their L2 class
+    pred[:, 0] = torch.where(bad, (target[:, 0] + 1) % 4, target[:, 0])
+    meter = HierarchicalMetrics(MM5B)
+    meter.update(pred, target)
+    assert meter.compute()["consistency"] == pytest.approx(0.75)
+    # ignored GT pixels do not count
+    target_ign = target.clone()
+    target_ign[:, :, :4] = IGN
+    meter = HierarchicalMetrics(MM5B)
+    meter.update(pred, target_ign)
+    assert meter.compute()["consistency"] == 1.0
+    per_class = meter.to_flat_dict(per_class=True)
+    assert "IoU_L3_paddy_field" in per_class and len(per_class) == 10 + sum(MM5B.num_classes)
+
+
+def test_accumulation_equals_single_update_and_reset():
+    t1, t2 = random_labels(1), random_labels(2)
+    p1, p2 = random_pred(3), random_pred(4)
+    a, b = HierarchicalMetrics(MM5B), HierarchicalMetrics(MM5B)
+    a.update(p1, t1)
+    a.update(p2, t2)
+    b.update(torch.cat([p1, p2]), torch.cat([t1, t2]))
+    assert a.to_flat_dict() == b.to_flat_dict()
+    a.reset()
+    assert all(int(cm.sum()) == 0 for cm in a.confusion)
+    assert math.isnan(a.compute()["mIoU"][0]) and math.isnan(a.compute()["consistency"])
+
+
+def test_out_of_range_prediction_counts_as_error():
+    target = random_labels(5, ignore_frac=0.0)
+    pred = target.clone()
+    pred[:, :, 0, 0] = IGN  # e.g. nodata in a prediction raster
+    meter = HierarchicalMetrics(MM5B)
+    meter.update(pred, target)
+    res = meter.compute()
+    n = target[:, 0].numel()
+    assert res["OA"][2] == pytest.approx((n - 3) / n)
+    assert res["consistency"] == pytest.approx((n - 3) / n)
+
+
+def test_bad_inputs():
+    meter = HierarchicalMetrics(MM5B)
+    t = random_labels(0)
+    with pytest.raises(ValueError, match="B×3×H×W"):
+        meter.update(t[:, :2], t[:, :2])
+    with pytest.raises(ValueError, match="logits"):
+        meter.update(t.float(), t)
+    with pytest.raises(ValueError, match="outside"):
+        meter.update(t, torch.full_like(t, 40))
