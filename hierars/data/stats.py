@@ -1,0 +1,68 @@
+"""Per-band normalisation statistics of a set of rasters (computed once, in the prepare stage)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hierars.data.geotiff import RasterItem, _open
+
+__all__ = ["band_stats"]
+
+
+def band_stats(items: Sequence[RasterItem], max_samples_per_raster: int = 20000, seed: int = 0,
+               desc: str = "band stats") -> dict:  # fmt: skip
+    """Mean, std (exact, float64 sums over all valid pixels) and 2 / 98 % percentiles (from a
+    seeded per-raster subsample) of every band. Nodata pixels are skipped; NaN / inf raise.
+
+    Returns ``{"mean": [C], "std": [C], "p02": [C], "p98": [C], "min": [C], "max": [C], "pixels": int}``.
+    """
+    if not items:
+        raise ValueError("band_stats: no rasters given")
+    rng = np.random.default_rng(seed)
+    s1 = s2 = None
+    n = 0
+    lo = hi = None
+    sub = []
+    bands = None
+    for it in tqdm(items, desc=desc, leave=False):
+        with _open(it.image) as ds:
+            a = ds.read().astype(np.float64)
+            nodata = ds.nodata
+        if bands is None:
+            bands = a.shape[0]
+        elif a.shape[0] != bands:
+            raise ValueError(f"{it.image}: has {a.shape[0]} bands, expected {bands} (as the other images)")
+        x = a.reshape(bands, -1)
+        valid = np.ones(x.shape[1], bool)
+        if nodata is not None:
+            valid &= ~(np.isnan(x).any(0) if np.isnan(nodata) else (x == nodata).any(0))
+        x = x[:, valid]
+        if not np.isfinite(x).all():
+            raise ValueError(f"{it.image}: NaN/inf pixel values; declare a nodata value or fix the raster")
+        if x.shape[1] == 0:
+            continue
+        s1 = x.sum(1) if s1 is None else s1 + x.sum(1)
+        s2 = (x * x).sum(1) if s2 is None else s2 + (x * x).sum(1)
+        lo = x.min(1) if lo is None else np.minimum(lo, x.min(1))
+        hi = x.max(1) if hi is None else np.maximum(hi, x.max(1))
+        n += x.shape[1]
+        k = min(max_samples_per_raster, x.shape[1])
+        sub.append(x[:, rng.choice(x.shape[1], k, replace=False)])
+    if n == 0:
+        raise ValueError("band_stats: every pixel is nodata")
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean**2, 0.0))
+    allsub = np.concatenate(sub, axis=1)
+    p02, p98 = np.percentile(allsub, [2, 98], axis=1)
+    return {
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "p02": [float(v) for v in p02],
+        "p98": [float(v) for v in p98],
+        "min": [float(v) for v in lo],
+        "max": [float(v) for v in hi],
+        "pixels": int(n),
+    }
