@@ -75,12 +75,17 @@ def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return values.sum() / valid.sum().clamp(min=1).to(values.dtype)
 
 
-def _ce(z: torch.Tensor, y: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """CE averaged over non-ignored pixels (method-spec §2 'CE averaging'); 0 when all are ignored."""
+def _nll(logp: torch.Tensor, y: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """CE from log-probabilities, averaged over non-ignored pixels (method-spec §2); 0 when all are ignored."""
     y = y.long()
     valid = y != ignore_index
-    nll = F.cross_entropy(_upcast(z), torch.where(valid, y, 0), reduction="none")
+    nll = F.nll_loss(logp, torch.where(valid, y, 0), reduction="none")
     return _masked_mean(nll, valid)
+
+
+def _log_probs(logits: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-level log-softmax over the class axis (float16/bfloat16 upcast to float32)."""
+    return [F.log_softmax(_upcast(z), dim=1) for z in logits]
 
 
 def hierarchical_ce(
@@ -100,12 +105,18 @@ def hierarchical_ce(
     """
     logits = _as_list(logits)
     _check_labels(logits, labels, allow_flat=True)
-    logits = upsample_logits(logits, labels.shape[-2:])
-    targets = [labels[:, -1]] if len(logits) == 1 else list(labels.unbind(1))
-    weights = [1.0] * len(logits) if weights is None else list(weights)
-    if len(weights) != len(logits):
-        raise ValueError(f"weights has {len(weights)} entries for {len(logits)} logits tensors")
-    return sum(w * _ce(z, y, ignore_index) for w, z, y in zip(weights, logits, targets, strict=True))
+    logp = _log_probs(upsample_logits(logits, labels.shape[-2:]))
+    return _hce_from_logp(logp, labels, weights, ignore_index)
+
+
+def _hce_from_logp(
+    logp: list[torch.Tensor], labels: torch.Tensor, weights: Sequence[float] | None, ignore_index: int
+) -> torch.Tensor:
+    targets = [labels[:, -1]] if len(logp) == 1 else list(labels.unbind(1))
+    weights = [1.0] * len(logp) if weights is None else list(weights)
+    if len(weights) != len(logp):
+        raise ValueError(f"weights has {len(weights)} entries for {len(logp)} logits tensors")
+    return sum(w * _nll(lp, y, ignore_index) for w, lp, y in zip(weights, logp, targets, strict=True))
 
 
 def path_scores(logits: Sequence[torch.Tensor], paths: torch.Tensor) -> torch.Tensor:
@@ -123,16 +134,25 @@ def path_scores(logits: Sequence[torch.Tensor], paths: torch.Tensor) -> torch.Te
     sizes = {tuple(z.shape[-2:]) for z in logits}
     if len(sizes) != 1:
         raise ValueError(f"path_scores needs logits of one spatial size, got {sorted(sizes)}; upsample first")
-    paths = paths.to(logits[0].device)
-    score = None
-    for level, z in enumerate(logits):
-        if int(paths[:, level].max()) >= z.shape[1]:
+    return _scores_from_logp(_log_probs(logits), paths)
+
+
+def _scores_from_logp(logp: list[torch.Tensor], paths: torch.Tensor) -> torch.Tensor:
+    """s(p) = Σ_l logp_l[p_l] as B×P×H×W. The finest level of a strict tree indexes its leaves in order
+    (``paths[:, -1] == arange(P)``), so that term is used as is instead of copied through index_select."""
+    for level, lp in enumerate(logp):
+        if int(paths[:, level].max()) >= lp.shape[1]:
             raise ValueError(
                 f"paths reference class {int(paths[:, level].max())} at level {level} "
-                f"but logits have {z.shape[1]} channels"
+                f"but logits have {lp.shape[1]} channels"
             )
-        term = F.log_softmax(_upcast(z), dim=1).index_select(1, paths[:, level])
-        score = term if score is None else score + term
+    paths = paths.to(logp[0].device)
+    fine = logp[-1]
+    if not torch.equal(paths[:, -1], torch.arange(len(paths), device=paths.device)):
+        fine = fine.index_select(1, paths[:, -1])
+    score = fine
+    for level, lp in enumerate(logp[:-1]):
+        score = score + lp.index_select(1, paths[:, level])
     return score
 
 
@@ -152,8 +172,11 @@ def path_kl(
     """
     logits = _as_list(logits)
     _check_labels(logits, labels)
-    logits = upsample_logits(logits, labels.shape[-2:])
-    scores = path_scores(logits, hierarchy.paths)  # B×P×H×W
+    return _path_nll_from_logp(_log_probs(upsample_logits(logits, labels.shape[-2:])), labels, hierarchy)
+
+
+def _path_nll_from_logp(logp: list[torch.Tensor], labels: torch.Tensor, hierarchy: Hierarchy) -> torch.Tensor:
+    scores = _scores_from_logp(logp, hierarchy.paths)  # B×P×H×W
     # B×H×W path index, -1 where ignored (any out-of-range label, e.g. 255) or not a path of the tree
     pid = hierarchy.path_id(labels.long())
     valid = pid >= 0
@@ -171,9 +194,13 @@ def hsc_loss(
     ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Hierarchical Semantic Consistency loss L_HSC = L_HCE + μ · L_path (Eq. 24). Returns a scalar tensor."""
-    loss = hierarchical_ce(logits, labels, weights=level_weights, ignore_index=ignore_index)
+    logits = _as_list(logits)
+    _check_labels(logits, labels)
+    # one log-softmax per level, shared by the level CE terms and the path term
+    logp = _log_probs(upsample_logits(logits, labels.shape[-2:]))
+    loss = _hce_from_logp(logp, labels, level_weights, ignore_index)
     if mu:
-        loss = loss + mu * path_kl(logits, labels, hierarchy, ignore_index=ignore_index)
+        loss = loss + mu * _path_nll_from_logp(logp, labels, hierarchy)
     return loss
 
 
