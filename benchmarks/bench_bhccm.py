@@ -1,0 +1,248 @@
+"""Benchmark BHCCM + HSC against the flat baseline, side by side in one process (CPU).
+
+Measures, and writes to ``reports/benchmarks/bhccm.json``:
+
+1. **Training step time** (forward + loss + backward + AdamW step) of BHCCM + HSC vs flat + CE with the
+   same encoder, decoder and batch; the two models' steps are interleaved (flat, bhccm, flat, ...) so a
+   shared CPU's load affects both alike. Warm-up steps, then the median of N steps. Target: ratio <= 1.10.
+   A breakdown times, forward + backward on fixed decoder features: the head alone (at decoder
+   resolution), head + smp's ×4 upsampling, + CE, and BHCCM + HSC, to show where the extra time goes.
+2. **JSPS time as a fraction of the model's forward pass** at 512×512, 18 paths (mm5b tree). Target <= 10%.
+3. **Peak memory of the path scores** B·P·H·W: the analytic size (4 bytes each) and the measured peak of
+   the allocations made by ``path_scores`` (inference) and by the path-KL term forward + backward
+   (training), from ``torch.profiler`` memory events (CPU; no CUDA needed).
+
+Usage (from the repo root)::
+
+    .venv/bin/python benchmarks/bench_bhccm.py                 # all settings, ~3-5 min on 2 cores
+    .venv/bin/python benchmarks/bench_bhccm.py --quick         # a few steps, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hierars import Hierarchy  # noqa: E402
+from hierars.config import resolve_path  # noqa: E402
+from hierars.engine import atomic_write_text  # noqa: E402
+from hierars.inference import jsps  # noqa: E402
+from hierars.losses import HierarchicalCELoss, HSCLoss, path_kl, path_scores  # noqa: E402
+from hierars.models import build_model  # noqa: E402
+
+#: (name, arch, encoder, in_channels, size, decoder_channels): the default CPU profile, then design.md's
+#: UPerNet reference (1.45 s flat / 1.69 s BHCCM+HSC measured there, ratio 1.17).
+TRAIN_SETTINGS = [
+    ("fpn64_convnext_atto_10x128", "fpn", "tu-convnext_atto", 10, 128, 64),
+    ("upernet_convnext_atto_3x224", "upernet", "tu-convnext_atto", 3, 224, None),
+]
+
+
+def _median_times(fns: dict[str, Callable[[], None]], warmup: int, steps: int) -> dict[str, list[float]]:
+    """Run each function ``warmup`` times, then ``steps`` times interleaved; per-call wall times."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(steps):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def _summary(ts: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+    return {"median_s": statistics.median(ts), "q1_s": q[0], "q3_s": q[2], "n": len(ts)}
+
+
+def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: int, dec: int | None,
+                     batch: int, warmup: int, steps: int) -> dict:
+    """Flat + CE vs BHCCM + HSC: whole training step, and head + loss alone."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, in_ch, size, size, generator=g)
+    leaf = torch.randint(0, h.num_classes[-1], (batch, size, size), generator=g)
+    y = torch.stack([h.lift(leaf, lvl) for lvl in range(h.num_levels)], dim=1)
+    setups = {}
+    for name, head, loss in (("flat_ce", "flat", HierarchicalCELoss()), ("bhccm_hsc", "bhccm", HSCLoss(h))):
+        torch.manual_seed(0)
+        model = build_model(arch, encoder, in_ch, h, head=head, decoder_channels=dec).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(model=model, opt=opt, loss=loss) -> None:
+            opt.zero_grad(set_to_none=True)
+            loss(model(x), y).backward()
+            opt.step()
+
+        setups[name] = (model, step)
+    times = _median_times({k: v[1] for k, v in setups.items()}, warmup, steps)
+    res = {k: _summary(v) for k, v in times.items()}
+    ratio = res["bhccm_hsc"]["median_s"] / res["flat_ce"]["median_s"]
+    params = {k: sum(p.numel() for p in m.parameters()) for k, (m, _) in setups.items()}
+
+    # breakdown: segmentation head (+ smp upsampling) + loss, forward + backward, on fixed decoder features
+    flat_model, bh_model = setups["flat_ce"][0], setups["bhccm_hsc"][0]
+    with torch.no_grad():
+        feats = bh_model.decoder(bh_model.encoder(x))
+    feats = feats.detach().requires_grad_(True)
+
+    def head_loss(model, loss, upsample: bool = True) -> Callable[[], None]:
+        head = model.segmentation_head
+
+        def run() -> None:
+            feats.grad = None
+            model.zero_grad(set_to_none=True)
+            out = head(feats) if upsample else head.head(feats)
+            (sum(z.float().mean() for z in out) if loss is None else loss(out, y)).backward()
+        return run
+
+    parts = _median_times({
+        "flat_head_only": head_loss(flat_model, None, upsample=False),
+        "bhccm_head_only": head_loss(bh_model, None, upsample=False),
+        "flat_head_upsample": head_loss(flat_model, None),
+        "bhccm_head_upsample": head_loss(bh_model, None),
+        "flat_ce": head_loss(flat_model, HierarchicalCELoss()),
+        "bhccm_ce": head_loss(bh_model, HierarchicalCELoss()),
+        "bhccm_hsc": head_loss(bh_model, HSCLoss(h)),
+    }, warmup=2, steps=max(3, steps // 2))
+    breakdown = {k: statistics.median(v) for k, v in parts.items()}
+    return {
+        "arch": arch, "encoder": encoder, "in_channels": in_ch, "size": size, "batch": batch,
+        "decoder_channels": dec or "smp default", "decoder_feature_shape": list(feats.shape),
+        "params": params, "param_overhead": params["bhccm_hsc"] - params["flat_ce"],
+        "step": res, "ratio_bhccm_hsc_over_flat": ratio, "target_ratio": 1.10, "meets_target": ratio <= 1.10,
+        "head_plus_loss_fwd_bwd_s": breakdown,
+        "extra_time_s": res["bhccm_hsc"]["median_s"] - res["flat_ce"]["median_s"],
+        "extra_time_explained_by_head_and_loss_s": breakdown["bhccm_hsc"] - breakdown["flat_ce"],
+    }
+
+
+def bench_jsps(h: Hierarchy, size: int, batch: int, warmup: int, steps: int) -> dict:
+    """JSPS vs the forward pass of a BHCCM UPerNet (convnext_atto) at ``size``², mm5b (18 paths)."""
+    torch.manual_seed(0)
+    model = build_model("upernet", "tu-convnext_atto", 3, h, head="bhccm").eval()
+    x = torch.randn(batch, 3, size, size)
+    with torch.no_grad():
+        logits = model(x)
+    assert all(tuple(z.shape[-2:]) == (size, size) for z in logits), [z.shape for z in logits]
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def sel() -> None:
+        jsps(logits, h)
+
+    def argmax() -> None:
+        torch.stack([z.argmax(1) for z in logits], dim=1)
+
+    t = _median_times({"forward": fwd, "jsps": sel, "per_level_argmax": argmax}, warmup, steps)
+    med = {k: statistics.median(v) for k, v in t.items()}
+    frac = med["jsps"] / med["forward"]
+    return {"model": "upernet tu-convnext_atto + bhccm", "size": size, "batch": batch,
+            "num_paths": int(h.paths.shape[0]), "median_s": med, "jsps_fraction_of_forward": frac,
+            "target_fraction": 0.10, "meets_target": frac <= 0.10}
+
+
+def _peak_from_profiler(prof: profile) -> int:
+    """Peak of the running sum of CPU memory events (allocations positive, frees negative), in bytes.
+
+    Reads the raw kineto event list (``prof.events()`` keeps only memory events not attributed to an op).
+    Memory allocated before profiling started is not counted: this is the peak *extra* memory.
+    """
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    cur = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        cur += e.nbytes()
+        peak = max(peak, cur)
+    return peak
+
+
+def bench_path_memory(h: Hierarchy, size: int, batch: int) -> dict:
+    """Analytic and measured memory of the path scores s (B×P×H×W) for mm5b at ``size``²."""
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(batch, n, size, size, generator=g) for n in h.num_classes]
+    leaf = torch.randint(0, h.num_classes[-1], (batch, size, size), generator=g)
+    y = torch.stack([h.lift(leaf, lvl) for lvl in range(h.num_levels)], dim=1)
+    p = int(h.paths.shape[0])
+    analytic = batch * p * size * size * 4
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof_inf:
+        s = path_scores(logits, h.paths)
+    del s
+    peak_inf = _peak_from_profiler(prof_inf)
+    leaves = [z.clone().requires_grad_(True) for z in logits]
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof_train:
+        path_kl(leaves, y, h).backward()
+    peak_train = _peak_from_profiler(prof_train)
+    logits_bytes = sum(z.numel() * 4 for z in logits)
+    return {"size": size, "batch": batch, "num_paths": p, "path_scores_bytes_analytic": analytic,
+            "path_scores_MiB_analytic": analytic / 2**20,
+            "peak_MiB_path_scores_inference": peak_inf / 2**20,
+            "peak_MiB_path_kl_forward_backward": peak_train / 2**20,
+            "train_peak_over_analytic": peak_train / analytic,
+            "logits_MiB": logits_bytes / 2**20}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--batch", type=int, default=8, help="training batch size")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per model")
+    ap.add_argument("--jsps-size", type=int, default=512)
+    ap.add_argument("--jsps-batch", type=int, default=1)
+    ap.add_argument("--mem-batch", type=int, default=8)
+    ap.add_argument("--settings", nargs="*", default=[s[0] for s in TRAIN_SETTINGS],
+                    choices=[s[0] for s in TRAIN_SETTINGS])
+    ap.add_argument("--quick", action="store_true", help="1 warm-up, 3 steps, small sizes (smoke test)")
+    ap.add_argument("--out", default="reports/benchmarks/bhccm.json")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.warmup, a.steps, a.jsps_size, a.mem_batch, a.batch = 1, 3, 128, 2, 2
+    torch.set_num_threads(a.threads)
+    h = Hierarchy.from_yaml(ROOT / "configs" / "hierarchies" / "mm5b.yaml")
+    report: dict = {"hierarchy": h.name, "num_classes": list(h.num_classes), "threads": a.threads,
+                    "torch": torch.__version__, "machine": platform.machine(), "cpu_count": torch.get_num_threads(),
+                    "quick": a.quick, "train_step": {}}
+    for name, arch, enc, in_ch, size, dec in TRAIN_SETTINGS:
+        if name not in a.settings:
+            continue
+        size = min(size, 64) if a.quick else size
+        r = bench_train_step(h, arch, enc, in_ch, size, dec, a.batch, a.warmup, a.steps)
+        report["train_step"][name] = r
+        print(f"[train step] {name}: flat {r['step']['flat_ce']['median_s']:.3f}s, "
+              f"bhccm+hsc {r['step']['bhccm_hsc']['median_s']:.3f}s, ratio {r['ratio_bhccm_hsc_over_flat']:.3f} "
+              f"(target <= 1.10: {'ok' if r['meets_target'] else 'MISSED'}); head+loss fwd/bwd: "
+              + ", ".join(f"{k} {v:.3f}s" for k, v in r["head_plus_loss_fwd_bwd_s"].items()), flush=True)
+    r = bench_jsps(h, a.jsps_size, a.jsps_batch, a.warmup, a.steps)
+    report["jsps"] = r
+    print(f"[jsps] {r['size']}² x{r['batch']}, P={r['num_paths']}: forward {r['median_s']['forward']:.3f}s, "
+          f"jsps {r['median_s']['jsps']:.4f}s ({100 * r['jsps_fraction_of_forward']:.1f}% of forward, target <= 10%: "
+          f"{'ok' if r['meets_target'] else 'MISSED'}); per-level argmax {r['median_s']['per_level_argmax']:.4f}s",
+          flush=True)
+    r = bench_path_memory(h, a.jsps_size, a.mem_batch)
+    report["path_scores_memory"] = r
+    print(f"[memory] B={r['batch']} P={r['num_paths']} {r['size']}²: s = {r['path_scores_MiB_analytic']:.1f} MiB "
+          f"analytic; measured peak: path_scores {r['peak_MiB_path_scores_inference']:.1f} MiB, path-KL fwd+bwd "
+          f"{r['peak_MiB_path_kl_forward_backward']:.1f} MiB ({r['train_peak_over_analytic']:.2f}x s)", flush=True)
+    out = resolve_path(a.out)
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Smoke-execute every pipeline notebook (notebooks/NN_*.ipynb) with papermill, in pipeline order.
+
+Uses the tiny profile ``tests/params_smoke.yaml`` (or ``$HIERARS_SMOKE_PARAMS``) copied into a temp folder with
+``paths`` (data, models, reports) rewritten to temp dirs, so nothing in the checkout is touched. A notebook
+that declares a ``run`` parameter (02_train) is executed once per entry of the profile's ``train.runs``.
+Kernel: ``hierars``. Executed copies land in the temp reports folder for inspection on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hierars.config import PROJ_ROOT
+
+papermill = pytest.importorskip("papermill")
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOKS = sorted((PROJ_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SMOKE = Path(os.environ.get("HIERARS_SMOKE_PARAMS", PROJ_ROOT / "tests" / "params_smoke.yaml"))
+KERNEL = "hierars"
+
+_failed: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The smoke params file with temp ``paths``, shared by all notebooks of one pipeline run."""
+    if not SMOKE.is_file():
+        pytest.skip(f"smoke profile not found: {SMOKE}")
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if KERNEL not in KernelSpecManager().find_kernel_specs():
+        pytest.skip(f"jupyter kernel {KERNEL!r} is not installed")
+    root = tmp_path_factory.mktemp("pipeline")
+    params = yaml.safe_load(SMOKE.read_text()) or {}
+    params["paths"] = {k: str(root / k) for k in ("data", "models", "reports")}
+    params_file = root / "params_smoke.yaml"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    return {"root": root, "params": params, "params_file": params_file}
+
+
+def _execute(nb: Path, pipeline: dict, **extra) -> Path:
+    out_dir = pipeline["root"] / "reports" / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(f"_{v}" for v in extra.values())
+    out = out_dir / f"{nb.stem}{suffix}.ipynb"
+    papermill.execute_notebook(
+        str(nb), str(out), kernel_name=KERNEL, cwd=str(nb.parent), progress_bar=False,
+        parameters={"params_file": str(pipeline["params_file"]), **extra},
+    )
+    return out
+
+
+def _check_outputs(nb: Path, pipeline: dict, run: str | None) -> None:
+    """Outputs the stage promises (for the notebooks whose contract is fixed here)."""
+    paths = pipeline["params"]["paths"]
+    reports, models = Path(paths["reports"]), Path(paths["models"])
+    if nb.stem == "02_train":
+        metrics = json.loads((reports / "metrics" / f"{run}.json").read_text())
+        levels = len([k for k in metrics if k.startswith("mIoU_L") and k[6:].isdigit()])
+        assert levels >= 2, metrics
+        assert all(0.0 <= metrics[f"mIoU_L{lvl}"] <= 1.0 for lvl in range(1, levels + 1))
+        assert f"mIoU_L{levels}_jsps" in metrics and "consistency" in metrics
+        assert list((models / run).glob("seed*/ckpt.pt")), f"no checkpoint under {models / run}"
+        assert (reports / "plots" / f"{run}_curve.csv").is_file()
+        assert (reports / "figures" / f"{run}_predictions.png").is_file()
+    if nb.stem == "03_report":
+        text = (reports / "tables" / "tables.md").read_text()
+        assert "L3 mIoU" in text or "L2 mIoU" in text, text[:500]
+        assert (reports / "tables" / "main_jsps.csv").is_file()
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes(nb: Path, pipeline: dict) -> None:
+    if _failed:
+        pytest.skip(f"an earlier pipeline notebook failed: {_failed}")
+    try:
+        declared = papermill.inspect_notebook(str(nb))
+        if "params_file" not in declared:
+            raise AssertionError(f"{nb.name}: its `parameters` cell must define params_file")
+        runs = list((pipeline["params"].get("train") or {}).get("runs") or {}) if "run" in declared else [None]
+        if not runs:
+            raise AssertionError(f"{nb.name} takes `run` but the smoke profile has no train.runs")
+        for run in runs:
+            _execute(nb, pipeline, **({"run": run} if run is not None else {}))
+            _check_outputs(nb, pipeline, run)
+    except BaseException:
+        _failed.append(nb.stem)
+        raise
+
+
+def test_committed_notebooks_carry_no_outputs() -> None:
+    import nbformat
+
+    for nb in NOTEBOOKS:
+        book = nbformat.read(nb, as_version=4)
+        assert book.metadata.get("kernelspec", {}).get("name") == KERNEL, nb.name
+        for cell in book.cells:
+            if cell.cell_type == "code":
+                assert not cell.get("outputs") and cell.get("execution_count") is None, f"{nb.name} has outputs"
+        tagged = [c for c in book.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{nb.name}: needs exactly one cell tagged `parameters`"
