@@ -51,7 +51,11 @@ def _execute(nb: Path, pipeline: dict, **extra) -> Path:
     suffix = "".join(f"_{v}" for v in extra.values())
     out = out_dir / f"{nb.stem}{suffix}.ipynb"
     papermill.execute_notebook(
-        str(nb), str(out), kernel_name=KERNEL, cwd=str(nb.parent), progress_bar=False,
+        str(nb),
+        str(out),
+        kernel_name=KERNEL,
+        cwd=str(nb.parent),
+        progress_bar=False,
         parameters={"params_file": str(pipeline["params_file"]), **extra},
     )
     return out
@@ -84,7 +88,9 @@ def test_notebook_executes(nb: Path, pipeline: dict) -> None:
         declared = papermill.inspect_notebook(str(nb))
         if "params_file" not in declared:
             raise AssertionError(f"{nb.name}: its `parameters` cell must define params_file")
-        runs = list((pipeline["params"].get("train") or {}).get("runs") or {}) if "run" in declared else [None]
+        runs = (
+            list((pipeline["params"].get("train") or {}).get("runs") or {}) if "run" in declared else [None]
+        )
         if not runs:
             raise AssertionError(f"{nb.name} takes `run` but the smoke profile has no train.runs")
         for run in runs:
@@ -103,6 +109,35 @@ def test_committed_notebooks_carry_no_outputs() -> None:
         assert book.metadata.get("kernelspec", {}).get("name") == KERNEL, nb.name
         for cell in book.cells:
             if cell.cell_type == "code":
-                assert not cell.get("outputs") and cell.get("execution_count") is None, f"{nb.name} has outputs"
+                assert not cell.get("outputs") and cell.get("execution_count") is None, (
+                    f"{nb.name} has outputs"
+                )
         tagged = [c for c in book.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, f"{nb.name}: needs exactly one cell tagged `parameters`"
+
+
+def test_real_data_pipeline_gid15(shared_data: Path, tmp_path: Path) -> None:
+    """The same prepare + train notebooks on real imagery (GID-15 read in place), a tiny budget."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if KERNEL not in KernelSpecManager().find_kernel_specs():
+        pytest.skip(f"jupyter kernel {KERNEL!r} is not installed")
+    params = yaml.safe_load(SMOKE.read_text())
+    params["paths"] = {k: str(tmp_path / k) for k in ("data", "models", "reports")}
+    params["prepare"] = {"source": "gid15", "root": str(shared_data / "gid15")}
+    params["train"].update(
+        source="gid15",
+        iterations=2,
+        max_train_samples=8,
+        runs={"bhccm_hsc": params["train"]["runs"]["bhccm_hsc"]},
+    )
+    params_file = tmp_path / "params_gid15.yaml"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    pipeline = {"root": tmp_path, "params": params, "params_file": params_file}
+    _execute(PROJ_ROOT / "notebooks" / "01_prepare.ipynb", pipeline)
+    splits = json.loads((tmp_path / "data" / "processed" / "splits.json").read_text())["gid15"]
+    assert len(splits["train"]) + len(splits["val"]) == 767
+    _execute(PROJ_ROOT / "notebooks" / "02_train.ipynb", pipeline, run="bhccm_hsc")
+    _check_outputs(PROJ_ROOT / "notebooks" / "02_train.ipynb", pipeline, "bhccm_hsc")
+    metrics = json.loads((tmp_path / "reports" / "metrics" / "bhccm_hsc.json").read_text())
+    assert "mIoU_L3_jsps" in metrics and metrics["consistency_jsps"] == pytest.approx(1.0)
