@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from hierars.losses import path_scores, upsample_logits
+from hierars.losses import upsample_logits
 
 if TYPE_CHECKING:
     from hierars.hierarchy import Hierarchy
@@ -101,8 +101,14 @@ def jsps(
     logits = upsample_logits(logits, _common_size(logits, size))
     if len(logits) == 1:
         return lift_flat(logits[0], hierarchy)
-    best = path_scores(logits, hierarchy.paths).argmax(1)  # B×H×W
-    return hierarchy.paths.to(best.device)[best].permute(0, 3, 1, 2).contiguous()
+    # s(p) = Σ_l log_softmax(Y_l)[p_l] = Σ_l Y_l[p_l] − Σ_l logsumexp(Y_l): the subtracted term is the same
+    # for every path of a pixel, so the argmax over paths needs only the raw logits (no full-size log-softmax).
+    paths = hierarchy.paths.to(logits[0].device)
+    score = logits[-1].float().index_select(1, paths[:, -1])
+    for level, z in enumerate(logits[:-1]):
+        score = score + z.float().index_select(1, paths[:, level])
+    best = score.argmax(1)  # B×H×W
+    return paths[best].permute(0, 3, 1, 2).contiguous()
 
 
 def _hssn_select(probs: list[torch.Tensor], hierarchy: Hierarchy) -> torch.Tensor:
