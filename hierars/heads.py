@@ -39,7 +39,18 @@ def _check_input(x: torch.Tensor, in_channels: int) -> None:
         raise ValueError(f"expected a decoder feature B×{in_channels}×h×w, got shape {tuple(x.shape)}")
 
 
-class FlatHead(nn.Module):
+class _Head(nn.Module):
+    """Shared set-up of every head: decoder channels C, classes per level, outputs, one ``Dropout2d``."""
+
+    def __init__(self, in_channels: int, num_classes: Sequence[int], dropout: float, min_levels: int = 1) -> None:
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.num_classes = _check_num_classes(num_classes, min_levels)
+        self.num_levels_out = len(self.num_classes)
+        self.dropout = nn.Dropout2d(dropout)
+
+
+class FlatHead(_Head):
     """Flat baseline: ``Conv1×1(C→N_L)`` on the finest level only.
 
     Args:
@@ -51,11 +62,8 @@ class FlatHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_classes: Sequence[int], dropout: float = 0.1) -> None:
-        super().__init__()
-        self.in_channels = int(in_channels)
-        self.num_classes = _check_num_classes(num_classes)
+        super().__init__(in_channels, num_classes, dropout)
         self.num_levels_out = 1
-        self.dropout = nn.Dropout2d(dropout)
         self.conv = nn.Conv2d(self.in_channels, self.num_classes[-1], kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -63,18 +71,14 @@ class FlatHead(nn.Module):
         return [self.conv(self.dropout(x))]
 
 
-class IndependentHeads(nn.Module):
+class IndependentHeads(_Head):
     """One ``Conv1×1(C→N_l)`` per level on a shared (dropped-out) feature; no interaction between levels.
 
     Forward: x B×C×h×w → list of L tensors B×N_l×h×w, coarse→fine.
     """
 
     def __init__(self, in_channels: int, num_classes: Sequence[int], dropout: float = 0.1) -> None:
-        super().__init__()
-        self.in_channels = int(in_channels)
-        self.num_classes = _check_num_classes(num_classes)
-        self.num_levels_out = len(self.num_classes)
-        self.dropout = nn.Dropout2d(dropout)
+        super().__init__(in_channels, num_classes, dropout)
         self.convs = nn.ModuleList(nn.Conv2d(self.in_channels, n, kernel_size=1) for n in self.num_classes)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -121,7 +125,7 @@ def _scalar() -> nn.Parameter:
     return nn.Parameter(torch.ones(()))
 
 
-class BHCCM(nn.Module):
+class BHCCM(_Head):
     """Bidirectional Hierarchical Category Consistency Module (method-spec §1), for L >= 2 levels.
 
     Level heads ``F_l = Conv1×1_{C→N_l}(dropout(x))``, then (levels 1-indexed, coarse l=1 → fine l=L;
@@ -160,14 +164,11 @@ class BHCCM(nn.Module):
         dropout: float = 0.1,
         mb_hidden: int = 4,
     ) -> None:
-        super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        self.in_channels = int(in_channels)
-        self.num_classes = nc = _check_num_classes(num_classes, min_levels=2)
-        self.num_levels_out = L = len(nc)
+        super().__init__(in_channels, num_classes, dropout, min_levels=2)
+        nc, L = self.num_classes, self.num_levels_out
         self.fusion = fusion
-        self.dropout = nn.Dropout2d(dropout)
         self.heads = nn.ModuleList(nn.Conv2d(self.in_channels, n, kernel_size=1) for n in nc)
 
         self.use_c2f = fusion in ("bidirectional", "coarse_to_fine")
@@ -234,7 +235,7 @@ class BHCCM(nn.Module):
         return outs
 
 
-class HSSNHead(nn.Module):
+class HSSNHead(_Head):
     """HSSN-style peer baseline: one ``Conv1×1(C → Σ_l N_l)`` giving all leaf and parent channels jointly.
 
     HSSN orders channels leaf-first; here the single conv's channels are ordered coarse→fine and split
@@ -246,11 +247,7 @@ class HSSNHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_classes: Sequence[int], dropout: float = 0.1) -> None:
-        super().__init__()
-        self.in_channels = int(in_channels)
-        self.num_classes = _check_num_classes(num_classes)
-        self.num_levels_out = len(self.num_classes)
-        self.dropout = nn.Dropout2d(dropout)
+        super().__init__(in_channels, num_classes, dropout)
         self.conv = nn.Conv2d(self.in_channels, sum(self.num_classes), kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
