@@ -172,14 +172,18 @@ def path_kl(
     """
     logits = _as_list(logits)
     _check_labels(logits, labels)
-    return _path_nll_from_logp(_log_probs(upsample_logits(logits, labels.shape[-2:])), labels, hierarchy)
+    logp = _log_probs(upsample_logits(logits, labels.shape[-2:]))
+    return _path_nll_from_logp(logp, labels, hierarchy, ignore_index)
 
 
-def _path_nll_from_logp(logp: list[torch.Tensor], labels: torch.Tensor, hierarchy: Hierarchy) -> torch.Tensor:
+def _path_nll_from_logp(
+    logp: list[torch.Tensor], labels: torch.Tensor, hierarchy: Hierarchy, ignore_index: int
+) -> torch.Tensor:
     scores = _scores_from_logp(logp, hierarchy.paths)  # B×P×H×W
-    # B×H×W path index, -1 where ignored (any out-of-range label, e.g. 255) or not a path of the tree
+    # B×H×W path index, -1 where any label is out of range (e.g. 255) or not a path of the tree;
+    # a pixel with ``ignore_index`` at any level is excluded too (matters when ignore_index is a class id)
     pid = hierarchy.path_id(labels.long())
-    valid = pid >= 0
+    valid = (pid >= 0) & (labels != ignore_index).all(dim=1)
     target = scores.gather(1, pid.clamp(min=0).unsqueeze(1)).squeeze(1)
     nll = torch.logsumexp(scores, dim=1) - target
     return _masked_mean(nll, valid)
@@ -200,7 +204,7 @@ def hsc_loss(
     logp = _log_probs(upsample_logits(logits, labels.shape[-2:]))
     loss = _hce_from_logp(logp, labels, level_weights, ignore_index)
     if mu:
-        loss = loss + mu * _path_nll_from_logp(logp, labels, hierarchy)
+        loss = loss + mu * _path_nll_from_logp(logp, labels, hierarchy, ignore_index)
     return loss
 
 

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--dropout", type=float, default=0.1, help="head dropout")
+    ap.add_argument("--no-augment", action="store_true", help="no flips / rot90")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--models-dir", default="models/gid15_compare")
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"GID-15 {data}: {len(train_ds)} train / {len(val_ds)} val, tree {h.name} {h.num_classes}", flush=True)
     base = dict(arch=a.arch, encoder=a.encoder, decoder_channels=a.decoder_channels or None, iterations=a.iterations,
                 batch_size=a.batch_size, optimizer="adamw", lr=a.lr, weight_decay=a.weight_decay, poly_power=1.0,
-                augment=True, eval_interval=0, jsps=True, seeds=a.seeds, num_workers=a.num_workers,
+                dropout=a.dropout, augment=not a.no_augment, eval_interval=0, jsps=True, seeds=a.seeds, num_workers=a.num_workers,
                 num_threads=a.threads, source="gid15", data_dir=str(data), progress=not a.no_progress)
     report: dict = {"data": str(data), "train_samples": len(train_ds), "val_samples": len(val_ds),
                     "hierarchy": h.name, "num_classes": list(h.num_classes), "settings": base,

@@ -117,6 +117,17 @@ def test_all_ignored_gives_zero_not_nan(loss_fn):
     assert all(torch.all(z.grad == 0) for z in logits)
 
 
+def test_path_kl_honours_a_custom_ignore_index():
+    # ignore_index = 0 is also class 0 of every level: its pixels must leave the path term too
+    logits, labels = make_batch(ignore_frac=0.0)
+    ignored = (labels == 0).any(1)
+    assert ignored.any() and not ignored.all()
+    changed = [torch.where(ignored[:, None], torch.randn_like(z) * 10, z) for z in logits]
+    torch.testing.assert_close(path_kl(logits, labels, MM5B, ignore_index=0),
+                               path_kl(changed, labels, MM5B, ignore_index=0))
+    assert not torch.allclose(path_kl(logits, labels, MM5B), path_kl(changed, labels, MM5B))
+
+
 def test_path_kl_excludes_gt_combinations_outside_the_tree():
     logits, labels = make_batch(ignore_frac=0.0)
     bad = labels.clone()

@@ -72,6 +72,24 @@ def test_flat_head_and_decoder_channels_and_resolution():
     _check_outputs(_forward(low, 3), size=16)
 
 
+@pytest.mark.parametrize("head", ["flat", "bhccm", "hssn"])
+def test_replaced_head_is_initialised_like_smp_head(head):
+    """The swapped-in head gets smp's head init (xavier-uniform weights, zero biases), like smp's own head."""
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(64, 18, 1)
+    torch.nn.init.xavier_uniform_(ref.weight)
+    model = build_model("fpn", "tu-resnet18", 3, MM5B, head=head, decoder_channels=64)
+    convs = [m for m in model.segmentation_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs
+    for conv in convs:
+        assert conv.bias is None or torch.all(conv.bias == 0)
+        fan_in, fan_out = conv.weight.shape[1] * conv.weight[0, 0].numel(), conv.weight.shape[0] * conv.weight[0, 0].numel()
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert conv.weight.abs().max() <= bound
+        if conv.weight.numel() >= 500:  # a uniform(-b, b) sample reaches close to b (PyTorch's default: 1/sqrt(fan_in))
+            assert conv.weight.abs().max() > 0.9 * bound
+
+
 def test_bhccm_overhead_inside_a_full_model():
     """Swapping the flat head for BHCCM adds exactly the head overhead (13C + 1711 for C = decoder width)."""
     flat = build_model("upernet", "tu-resnet18", 3, MM5B, head="flat", decoder_channels=64)
