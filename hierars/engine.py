@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from hierars.hierarchy import Hierarchy
+from hierars.losses import upsample_logits
 
 __all__ = [
     "TrainConfig",
@@ -401,11 +402,6 @@ def _as_level_list(logits: Any) -> list[torch.Tensor]:
     raise TypeError(f"model output must be a tensor or a list of B×N_l×h×w tensors, got {type(logits).__name__}")
 
 
-def _upsample(logits: list[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
-    return [z if tuple(z.shape[-2:]) == tuple(size) else
-            F.interpolate(z, size=size, mode="bilinear", align_corners=False) for z in logits]
-
-
 # --------------------------------------------------------------------------------------- evaluate
 @torch.no_grad()
 def evaluate_modes(model: nn.Module, dataset: Dataset, hierarchy: Hierarchy,
@@ -442,7 +438,7 @@ def evaluate_modes(model: nn.Module, dataset: Dataset, hierarchy: Hierarchy,
     try:
         for batch in tqdm(loader, desc="eval", leave=False, disable=not progress, mininterval=2.0):
             image, mask = batch["image"].to(device), batch["mask"]
-            logits = _upsample(_as_level_list(model(image)), tuple(mask.shape[-2:]))
+            logits = upsample_logits(_as_level_list(model(image)), tuple(mask.shape[-2:]))
             for m in modes:
                 meters[m].update(predict_levels(logits, hierarchy, mode=m).cpu(), mask)
     finally:
@@ -833,7 +829,7 @@ def predict_samples(model: nn.Module, dataset: Dataset, hierarchy: Hierarchy, in
         for i in indices:
             sample = dataset[int(i)]
             batch = pad_collate([sample])
-            logits = _upsample(_as_level_list(model(batch["image"].to(device))), tuple(batch["mask"].shape[-2:]))
+            logits = upsample_logits(_as_level_list(model(batch["image"].to(device))), tuple(batch["mask"].shape[-2:]))
             h, w = sample["mask"].shape[-2:]
             preds = {m: predict_levels(logits, hierarchy, mode=m)[0, :, :h, :w].cpu() for m in modes}
             meta = sample.get("meta", {}) or {}
