@@ -36,11 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hierars import Hierarchy  # noqa: E402
-from hierars.config import resolve_path  # noqa: E402
-from hierars.engine import atomic_write_text  # noqa: E402
-from hierars.inference import jsps  # noqa: E402
+from hierars.atomic import atomic_write_text  # noqa: E402
+from hierars.decoding import jsps  # noqa: E402
 from hierars.losses import HierarchicalCELoss, HSCLoss, path_kl, path_scores  # noqa: E402
 from hierars.models import build_model  # noqa: E402
+from hierars.project import resolve_path  # noqa: E402
 
 #: (name, arch, encoder, in_channels, size, decoder_channels): the default CPU profile, then design.md's
 #: UPerNet reference (1.45 s flat / 1.69 s BHCCM+HSC measured there, ratio 1.17).
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.quick:
         a.warmup, a.steps, a.jsps_size, a.mem_batch, a.batch = 1, 3, 128, 2, 2
     torch.set_num_threads(a.threads)
-    h = Hierarchy.from_yaml(ROOT / "configs" / "hierarchies" / "mm5b.yaml")
+    h = Hierarchy.builtin("mm5b")
     report: dict = {"hierarchy": h.name, "num_classes": list(h.num_classes), "threads": a.threads,
                     "torch": torch.__version__, "machine": platform.machine(), "cpu_count": torch.get_num_threads(),
                     "quick": a.quick, "train_step": {}}

@@ -1,15 +1,18 @@
 """hierars: hierarchical land-cover / land-use segmentation of remote-sensing imagery (HieraRS + HIR).
 
-The public API (see README): :class:`Hierarchy`, the heads (:class:`BHCCM` and its baselines), the
-losses (:class:`HSCLoss`), JSPS inference (:func:`jsps`) and :func:`build_model`.
+The public API of the core (see README and ARCHITECTURE.md): :class:`Hierarchy`, the heads (:class:`BHCCM`
+and its baselines), the losses (:class:`HSCLoss`), decoding (:func:`jsps`), :func:`build_model` and
+sliding-window prediction. Importing ``hierars`` loads the core only: the data, training, plotting and
+project layers are imported on demand (``hierars.data``, ``hierars.training``, ...).
 """
 
+from hierars.decoding import jsps, lift_flat, predict_levels
 from hierars.heads import BHCCM, FlatHead, HSSNHead, IndependentHeads, MergingBlock
 from hierars.hierarchy import Hierarchy, HierarchyError
-from hierars.inference import jsps, lift_flat, predict_levels, predict_raster
 from hierars.losses import HierarchicalCELoss, HSCLoss, HSSNLoss
 from hierars.metrics import HierarchicalMetrics
 from hierars.models import build_model
+from hierars.prediction import SlidingWindowPredictor
 
 __version__ = "0.1.0"
 
@@ -24,7 +27,7 @@ __all__ = [
     "jsps",
     "lift_flat",
     "predict_levels",
-    "predict_raster",
+    "SlidingWindowPredictor",
     "HierarchicalCELoss",
     "HSCLoss",
     "HSSNLoss",

@@ -5,7 +5,7 @@ Levels are numbered coarse to fine, ``0 .. L-1``; level ``L-1`` holds the leaves
 at the same depth, so a strict tree has exactly one path per leaf and ``paths`` is ``P x L`` with
 ``P = num_classes[-1]`` (row ``i`` is the path of finest class ``i``).
 
-YAML format (``configs/hierarchies/*.yaml``)::
+YAML format (built-in trees ship as package data in ``hierars/trees/*.yaml``; :meth:`Hierarchy.builtin`)::
 
     name: gid15
     tree:                       # nested mapping coarse -> fine; the last level is a list of leaves
@@ -19,6 +19,8 @@ YAML format (``configs/hierarchies/*.yaml``)::
       irrigated_land: [5, 6]
     ignore_values: [15]         # raw values that mean "unlabelled"
     ignore_index: 255           # optional, default 255
+    colors:                     # optional: node name -> "#rrggbb" (any level); others are derived
+      water: "#3c78d8"
 
 Raw values that are neither mapped nor in ``ignore_values`` also become ``ignore_index`` at
 every level (:meth:`Hierarchy.encode`).
@@ -26,6 +28,7 @@ every level (:meth:`Hierarchy.encode`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,8 @@ import torch
 import yaml
 
 __all__ = ["Hierarchy", "HierarchyError"]
+
+_TREES_DIR = Path(__file__).resolve().parent / "trees"
 
 
 class HierarchyError(ValueError):
@@ -98,6 +103,7 @@ class Hierarchy:
             ``ignore_index``.
         ignore_index: label used for ignored pixels at every level (default 255).
         name: a short name, e.g. ``"mm5b"``.
+        colors: optional node name -> colour (``"#rrggbb"`` or ``[r, g, b]``) for figures and map styles.
 
     Attributes:
         num_levels: ``L``.
@@ -116,6 +122,7 @@ class Hierarchy:
         ignore_values: Sequence[int] = (),
         ignore_index: int = 255,
         name: str = "hierarchy",
+        colors: Mapping[str, str | Sequence[int]] | None = None,
     ) -> None:
         if not isinstance(tree, Mapping) or not tree:
             raise HierarchyError(
@@ -172,8 +179,24 @@ class Hierarchy:
         clash = sorted(set(self.ignore_values) & {v for vs in self.leaf_raw_values.values() for v in vs})
         if clash:
             raise HierarchyError(f"raw value(s) {clash} are both mapped to a leaf and listed in ignore_values")
+        self.colors = self._check_colors(colors or {})
 
     # ------------------------------------------------------------------ construction
+    def _check_colors(self, colors: Mapping) -> dict[str, tuple[int, int, int]]:
+        known = {n for level in self.names for n in level}
+        out = {}
+        for node, c in dict(colors).items():
+            if node not in known:
+                raise HierarchyError(f"colors names {node!r}, which is not a node of the tree")
+            if isinstance(c, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", c):
+                rgb = tuple(int(c[i : i + 2], 16) for i in (1, 3, 5))
+            elif isinstance(c, Sequence) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c):
+                rgb = tuple(int(v) for v in c)
+            else:
+                raise HierarchyError(f"colors[{node!r}] must be '#rrggbb' or [r, g, b] in 0..255, got {c!r}")
+            out[str(node)] = rgb
+        return out
+
     def _check_label_values(self, label_values: Mapping) -> dict[str, list[int]]:
         if not isinstance(label_values, Mapping):
             raise HierarchyError("`label_values` must map leaf names to a raw value or a list of raw values")
@@ -200,18 +223,33 @@ class Hierarchy:
         return out
 
     @classmethod
+    def builtin(cls, name: str) -> Hierarchy:
+        """One of the trees shipped with the package (``hierars/trees/<name>.yaml``); see :meth:`builtins`."""
+        known = cls.builtins()
+        if name not in known:
+            raise HierarchyError(f"no built-in tree {name!r}; built-ins: {', '.join(known)} (or give a YAML path)")
+        return cls.from_yaml(_TREES_DIR / f"{name}.yaml")
+
+    @staticmethod
+    def builtins() -> list[str]:
+        """Names of the built-in trees, sorted."""
+        return sorted(p.stem for p in _TREES_DIR.glob("*.yaml"))
+
+    @classmethod
+    def load(cls, tree: str | Path | Hierarchy) -> Hierarchy:
+        """A Hierarchy from an object, a YAML path (``.yaml`` / ``.yml``) or a built-in name."""
+        if isinstance(tree, Hierarchy):
+            return tree
+        if Path(tree).suffix in (".yaml", ".yml"):
+            return cls.from_yaml(tree)
+        return cls.builtin(str(tree))
+
+    @classmethod
     def from_yaml(cls, path: str | Path) -> Hierarchy:
-        """Read a label tree from YAML (see the module docstring for the format).
-
-        Relative paths are tried as given, then from the project root.
-        """
-        p = Path(path)
-        if not p.exists() and not p.is_absolute():
-            from hierars.config import PROJ_ROOT
-
-            p = PROJ_ROOT / p
-        if not p.exists():
-            raise FileNotFoundError(f"hierarchy file not found: {path}")
+        """Read a label tree from YAML (see the module docstring for the format). Relative paths are from the cwd."""
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"hierarchy file not found: {p}")
         try:
             spec = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
         except HierarchyError as e:
@@ -220,7 +258,7 @@ class Hierarchy:
             raise HierarchyError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(spec, Mapping) or "tree" not in spec:
             raise HierarchyError(f"{p}: expected a mapping with a 'tree' key")
-        unknown = set(spec) - {"name", "tree", "label_values", "ignore_values", "ignore_index"}
+        unknown = set(spec) - {"name", "tree", "label_values", "ignore_values", "ignore_index", "colors"}
         if unknown:
             raise HierarchyError(f"{p}: unknown key(s) {sorted(unknown)}")
         try:
@@ -230,9 +268,20 @@ class Hierarchy:
                 ignore_values=spec.get("ignore_values") or (),
                 ignore_index=spec.get("ignore_index", 255),
                 name=spec.get("name", p.stem),
+                colors=spec.get("colors") or {},
             )
         except HierarchyError as e:
             raise HierarchyError(f"{p}: {e}") from None
+
+    def palettes(self) -> list[np.ndarray]:
+        """Colours of every class, one uint8 array ``N_l x 3`` (RGB) per level, coarse to fine.
+
+        Colours named in the tree (``colors``) are used as given; the others are derived from the tree
+        (children shaded from their parent's hue; :func:`hierars.palette.derive_palettes`).
+        """
+        from hierars.palette import derive_palettes
+
+        return derive_palettes(self, self.colors)
 
     def to_dict(self) -> dict:
         """Plain-data form that :class:`Hierarchy` and YAML round-trip."""
@@ -242,6 +291,7 @@ class Hierarchy:
             "label_values": {k: list(v) for k, v in self.leaf_raw_values.items()},
             "ignore_values": list(self.ignore_values),
             "ignore_index": self.ignore_index,
+            **({"colors": {k: "#" + bytes(v).hex() for k, v in self.colors.items()}} if self.colors else {}),
         }
 
     def extend(
@@ -277,6 +327,7 @@ class Hierarchy:
             ignore_values=self.ignore_values,
             ignore_index=self.ignore_index,
             name=f"{self.name}+{node}",
+            colors=self.colors,
         )
 
     # ------------------------------------------------------------------ label operations

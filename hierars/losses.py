@@ -24,31 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hierars.levels import as_level_list, upsample_logits
+
 if TYPE_CHECKING:
     from hierars.hierarchy import Hierarchy
 
 IGNORE_INDEX = 255
-
-
-def _as_list(logits: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
-    if isinstance(logits, torch.Tensor):
-        return [logits]
-    out = list(logits)
-    if not out:
-        raise ValueError("logits must be a non-empty list of B×N_l×h×w tensors")
-    return out
-
-
-def upsample_logits(logits: Sequence[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
-    """Bilinearly resize each B×N_l×h×w tensor to ``size`` (H, W) (``align_corners=False``); no-op if equal."""
-    out = []
-    for z in _as_list(logits):
-        if z.ndim != 4:
-            raise ValueError(f"each logits tensor must be B×N×h×w, got shape {tuple(z.shape)}")
-        if tuple(z.shape[-2:]) != tuple(size):
-            z = F.interpolate(z, size=tuple(size), mode="bilinear", align_corners=False)
-        out.append(z)
-    return out
 
 
 def _check_labels(logits: list[torch.Tensor], labels: torch.Tensor, allow_flat: bool = False) -> None:
@@ -103,7 +84,7 @@ def hierarchical_ce(
 
     Returns: scalar tensor.
     """
-    logits = _as_list(logits)
+    logits = as_level_list(logits)
     _check_labels(logits, labels, allow_flat=True)
     logp = _log_probs(upsample_logits(logits, labels.shape[-2:]))
     return _hce_from_logp(logp, labels, weights, ignore_index)
@@ -128,7 +109,7 @@ def path_scores(logits: Sequence[torch.Tensor], paths: torch.Tensor) -> torch.Te
 
     Returns: float32 (or float64 if the logits are float64) tensor B×P×H×W.
     """
-    logits = _as_list(logits)
+    logits = as_level_list(logits)
     if paths.ndim != 2 or paths.shape[1] != len(logits):
         raise ValueError(f"paths must be P×{len(logits)}, got shape {tuple(paths.shape)}")
     sizes = {tuple(z.shape[-2:]) for z in logits}
@@ -170,7 +151,7 @@ def path_kl(
 
     Args: logits (L tensors B×N_l×h×w), labels (B×L×H×W). Returns: scalar tensor.
     """
-    logits = _as_list(logits)
+    logits = as_level_list(logits)
     _check_labels(logits, labels)
     logp = _log_probs(upsample_logits(logits, labels.shape[-2:]))
     return _path_nll_from_logp(logp, labels, hierarchy, ignore_index)
@@ -198,7 +179,7 @@ def hsc_loss(
     ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Hierarchical Semantic Consistency loss L_HSC = L_HCE + μ · L_path (Eq. 24). Returns a scalar tensor."""
-    logits = _as_list(logits)
+    logits = as_level_list(logits)
     _check_labels(logits, labels)
     # one log-softmax per level, shared by the level CE terms and the path term
     logp = _log_probs(upsample_logits(logits, labels.shape[-2:]))
@@ -227,7 +208,7 @@ def hssn_tree_min_loss(
 
     Args: logits (L tensors B×N_l×h×w), labels (B×L×H×W). Returns: scalar tensor.
     """
-    logits = _as_list(logits)
+    logits = as_level_list(logits)
     _check_labels(logits, labels)
     logits = upsample_logits(logits, labels.shape[-2:])
     probs = [torch.sigmoid(_upcast(z)) for z in logits]

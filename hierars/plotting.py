@@ -1,58 +1,18 @@
-"""Figures: per-level palettes derived from the label tree, label colouring, sample galleries.
+"""Figures and tables (the plotting layer: notebooks, the project layer and the CLI use it; the core never does).
 
-Palettes follow the tree: each root gets a hue (well-known names get their conventional colour:
-vegetation green, water blue, artificial surfaces red, bare land ochre), and every child is a
-shade of its parent's hue (hue nudged, lightness spread), so a fine map reads as a refinement of
-the coarse one. Ignored pixels (255) are drawn black.
-
-This module is meant to grow: add new figure functions at the end.
+Class colours are data of the tree (:meth:`hierars.hierarchy.Hierarchy.palettes`: each root a hue, children
+shades of their parent's), so a class has the same colour in every figure and map. Ignored pixels (255) are
+drawn black.
 """
 
 from __future__ import annotations
 
-import colorsys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 IGNORE_COLOR = (0, 0, 0)
-_ROOT_HUES = {
-    "vegetation": 0.30, "water": 0.60, "artificial_surface": 0.0, "artificial": 0.0, "built_up": 0.0,
-    "bare_land": 0.10, "bare": 0.10, "other": 0.78, "wetland": 0.48,
-}  # fmt: skip
-
-
-def level_palettes(hierarchy) -> list[np.ndarray]:
-    """One uint8 ``(N_l, 3)`` RGB palette per level, coarse to fine, children shaded from parents.
-
-    ``hierarchy`` is a :class:`~hierars.hierarchy.Hierarchy` (uses ``names`` and ``parents``)."""
-    names = hierarchy.names
-    parents = [p.tolist() for p in hierarchy.parents]
-    n0 = len(names[0])
-    free = [i / n0 for i in range(n0)]
-    hls: list[list[tuple[float, float, float]]] = [[]]
-    for i, name in enumerate(names[0]):
-        h = _ROOT_HUES.get(name, free[i] + 0.05)
-        hls[0].append((h % 1.0, 0.45, 0.75))
-    for lvl in range(1, len(names)):
-        cur = []
-        for c in range(len(names[lvl])):
-            p = parents[lvl][c]
-            sibs = [k for k in range(len(names[lvl])) if parents[lvl][k] == p]
-            k, j = len(sibs), sibs.index(c)
-            ph, pl, ps = hls[lvl - 1][p]
-            if k == 1:
-                cur.append((ph, pl, ps))
-                continue
-            t = j / (k - 1) - 0.5  # -0.5 .. 0.5
-            spread = 0.10 / lvl
-            cur.append(((ph + spread * t) % 1.0, float(np.clip(pl + 0.36 * t, 0.2, 0.82)), ps))
-        hls.append(cur)
-    return [
-        np.array([[round(255 * v) for v in colorsys.hls_to_rgb(*x)] for x in lvl], dtype=np.uint8)
-        for lvl in hls
-    ]
 
 
 def colorize(labels, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
@@ -80,7 +40,7 @@ def legend_handles(hierarchy, level: int, palettes: list[np.ndarray] | None = No
     """matplotlib Patch handles for the classes of ``level``."""
     from matplotlib.patches import Patch
 
-    pal = (palettes or level_palettes(hierarchy))[level]
+    pal = (palettes or hierarchy.palettes())[level]
     return [Patch(color=pal[i] / 255.0, label=n) for i, n in enumerate(hierarchy.names[level])]
 
 
@@ -93,7 +53,7 @@ def plot_sample_triplets(rows: Sequence[dict], hierarchy, out_path: str | Path |
     Returns the matplotlib Figure (saved to ``out_path`` when given)."""
     import matplotlib.pyplot as plt
 
-    palettes = palettes or level_palettes(hierarchy)
+    palettes = palettes or hierarchy.palettes()
     n_img = max(len(r["images"]) for r in rows)
     L = hierarchy.num_levels
     ncol = n_img + L
@@ -159,7 +119,7 @@ def plot_prediction_levels(samples: Sequence[dict], hierarchy, out_path: str | P
 
     if not samples:
         raise ValueError("plot_prediction_levels needs at least one sample")
-    palettes = palettes or level_palettes(hierarchy)
+    palettes = palettes or hierarchy.palettes()
     names = list(samples[0]["preds"])
     L = hierarchy.num_levels
     ncol = 2 + len(names)

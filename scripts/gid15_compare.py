@@ -2,7 +2,7 @@
 
 Reads ``../shared/data/gid15`` in place (``hierars.data.build_dataset(..., source="gid15")``: 575 train /
 192 val patches, stratified by scene folder), trains both models from random init with the same encoder,
-decoder, schedule, batch and seeds (``hierars.engine.train_run``), and writes
+decoder, schedule, batch and seeds (``hierars.training.train_run``), and writes
 
     models/gid15_compare/<run>/seed<k>/{ckpt.pt, metrics.json, curve.csv}
     reports/gid15_compare/metrics/<run>.json, reports/gid15_compare/plots/<run>_curve.csv
@@ -37,9 +37,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hierars.config import resolve_path  # noqa: E402
+from hierars.atomic import atomic_write_text  # noqa: E402
 from hierars.data import build_dataset  # noqa: E402
-from hierars.engine import TrainConfig, atomic_write_text, train_run  # noqa: E402
+from hierars.project import resolve_path  # noqa: E402
+from hierars.training import TrainConfig, train_run  # noqa: E402
 
 RUNS = {
     "flat": {"head": "flat", "loss": "ce"},

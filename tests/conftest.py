@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from hierars.config import PROJ_ROOT
+from hierars.hierarchy import _TREES_DIR
+from hierars.project import PROJ_ROOT
 
 torch.set_num_threads(int(os.environ.get("HIERARS_TEST_THREADS", "2")))
 
 SHARED_DATA = Path(os.environ.get("HIERARS_SHARED_DATA", PROJ_ROOT.parent / "shared" / "data"))
-TREES = PROJ_ROOT / "configs" / "hierarchies"
+TREES = _TREES_DIR
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hierars.config import PROJ_ROOT, deep_merge, load_params, resolve_path, stage_paths
+from hierars.project import PROJ_ROOT, deep_merge, load_params, resolve_path, stage_paths
 
 
 def test_proj_root_is_repo():
@@ -13,7 +13,7 @@ def test_proj_root_is_repo():
 
 
 def test_resolve_path(tmp_path):
-    assert resolve_path("configs") == PROJ_ROOT / "configs"
+    assert resolve_path("notebooks") == PROJ_ROOT / "notebooks"
     assert resolve_path(tmp_path) == tmp_path
 
 

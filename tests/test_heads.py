@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hierars.decoding import lift_flat, predict_levels
 from hierars.heads import BHCCM, FUSIONS, FlatHead, HSSNHead, IndependentHeads, MergingBlock, build_head
 from hierars.hierarchy import Hierarchy
-from hierars.inference import lift_flat, predict_levels
 
-MM5B = Hierarchy.from_yaml("configs/hierarchies/mm5b.yaml")
+MM5B = Hierarchy.builtin("mm5b")
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -14,11 +14,12 @@ from rasterio.io import DatasetReader
 from rasterio.transform import from_origin
 from torch import nn
 
+from hierars.data import predict_raster
+from hierars.decoding import jsps, lift_flat, predict_levels
 from hierars.heads import FlatHead, IndependentHeads
 from hierars.hierarchy import Hierarchy
-from hierars.inference import jsps, level_palettes, lift_flat, predict_levels, predict_raster
 
-MM5B = Hierarchy.from_yaml("configs/hierarchies/mm5b.yaml")
+MM5B = Hierarchy.builtin("mm5b")
 
 
 def random_logits(seed=0, b=2, h=7, w=6, scale=3.0):
@@ -173,7 +174,7 @@ def test_prediction_files_carry_colours_and_names(tmp_path):
     src, dst = tmp_path / "scene.tif", tmp_path / "out" / "pred.tif"
     write_scene(src, h=40, w=50, nodata=0)
     info = predict_raster(Pointwise(), src, dst, MM5B, window=32, overlap=8, progress=False)
-    palettes = level_palettes(MM5B)
+    palettes = MM5B.palettes()
     assert [p.name for p in info.level_vrts] == ["pred_L1.vrt", "pred_L2.vrt", "pred_L3.vrt"]
     for level, vrt in enumerate(info.level_vrts):
         with rasterio.open(vrt) as ds:
@@ -220,7 +221,7 @@ def test_real_gid15_tile_end_to_end(shared_data, tmp_path):
     from hierars.metrics import HierarchicalMetrics
     from hierars.models import build_model
 
-    gid = Hierarchy.from_yaml("configs/hierarchies/gid15.yaml")
+    gid = Hierarchy.builtin("gid15")
     image = shared_data / "gid15" / "image" / "urban_residential" / "5.tif"
     label = shared_data / "gid15" / "label_gray" / "urban_residential" / "5.tif"
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from hierars.losses import (
     path_scores,
 )
 
-MM5B = Hierarchy.from_yaml("configs/hierarchies/mm5b.yaml")
+MM5B = Hierarchy.builtin("mm5b")
 IGN = 255
 
 

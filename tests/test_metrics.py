@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from hierars.hierarchy import Hierarchy
 from hierars.metrics import HierarchicalMetrics
 
-MM5B = Hierarchy.from_yaml("configs/hierarchies/mm5b.yaml")
+MM5B = Hierarchy.builtin("mm5b")
 IGN = 255
 
 

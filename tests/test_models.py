@@ -11,7 +11,7 @@ from hierars.heads import BHCCM, FlatHead
 from hierars.hierarchy import Hierarchy
 from hierars.models import HierarchicalSegmentationHead, build_model
 
-MM5B = Hierarchy.from_yaml("configs/hierarchies/mm5b.yaml")
+MM5B = Hierarchy.builtin("mm5b")
 
 
 @pytest.fixture(autouse=True)

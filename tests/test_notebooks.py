@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hierars.config import PROJ_ROOT
+from hierars.project import PROJ_ROOT
 
 papermill = pytest.importorskip("papermill")
 

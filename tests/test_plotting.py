@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from hierars.data.prepare import load_hierarchy
-from hierars.plotting import colorize, level_palettes, plot_sample_triplets, stretch
+from hierars.plotting import colorize, plot_sample_triplets, stretch
 
 matplotlib.use("Agg")
 
@@ -20,7 +20,7 @@ def _hue(rgb) -> float:
 
 def test_palettes_follow_the_tree():
     h = load_hierarchy("mm5b")
-    pals = level_palettes(h)
+    pals = h.palettes()
     assert [len(p) for p in pals] == list(h.num_classes) and all(p.dtype == np.uint8 for p in pals)
     for lvl in range(1, h.num_levels):
         for c, p in enumerate(h.parents[lvl].tolist()):

@@ -34,6 +34,7 @@ from hierars.data.prepare import (
     preview_rows,
     read_retrieval_index,
 )
+from hierars.data.raster_prediction import RasterPrediction, predict_raster
 from hierars.data.stats import band_stats
 from hierars.data.transforms import SegAugment
 
@@ -43,6 +44,8 @@ __all__ = [
     "GeoTiffDataset",
     "PrepareConfig",
     "RasterItem",
+    "RasterPrediction",
+    "predict_raster",
     "RetrievalConfig",
     "SegAugment",
     "SyntheticConfig",

@@ -34,7 +34,6 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from tqdm.auto import tqdm
 
-from hierars.config import PROJ_ROOT, resolve_path
 from hierars.data import synthetic as syn
 from hierars.data.geotiff import (
     WHDLD_COLORS,
@@ -64,7 +63,6 @@ __all__ = [
     "DATASETS",
 ]
 
-TREES = PROJ_ROOT / "configs" / "hierarchies"
 CRS_UTM = CRS.from_epsg(32650)  # WGS 84 / UTM 50N (central China)
 
 #: dataset name -> default tree, tile size, tiling rule, bands, resolution (m) for the synthetic and real data.
@@ -184,15 +182,12 @@ def load_hierarchy(tree: str | Path | Hierarchy) -> Hierarchy:
     """A Hierarchy from an object, a YAML path, or a short name (``mm5b`` -> configs/hierarchies/mm5b.yaml)."""
     if isinstance(tree, Hierarchy):
         return tree
-    p = Path(tree)
-    if p.suffix not in (".yaml", ".yml"):
-        p = TREES / f"{tree}.yaml"
-    return _load_tree(str(resolve_path(p)))
+    return _load_tree(str(tree))
 
 
 @lru_cache(maxsize=32)
-def _load_tree(path: str) -> Hierarchy:
-    return Hierarchy.from_yaml(path)
+def _load_tree(tree: str) -> Hierarchy:
+    return Hierarchy.load(tree)
 
 
 def _raw_values(h: Hierarchy) -> dict[str, int]:
@@ -207,9 +202,7 @@ def _unlabeled_value(h: Hierarchy) -> int:
 
 
 def _colormap(h: Hierarchy) -> dict[int, tuple[int, int, int, int]]:
-    from hierars.plotting import level_palettes
-
-    pal = level_palettes(h)[-1]
+    pal = h.palettes()[-1]
     raw = _raw_values(h)
     cmap = {v: (*map(int, pal[h.names[-1].index(leaf)]), 255) for leaf, v in raw.items()}
     cmap[_unlabeled_value(h)] = (0, 0, 0, 255)
@@ -446,7 +439,7 @@ def _write_retrieval(cfg: PrepareConfig, out: Path, seed: int) -> dict[str, list
 def read_retrieval_index(data_dir: str | Path) -> list[dict]:
     """Rows of ``retrieval/index.csv`` with absolute paths: image, label (whdld tree), label_mm5b,
     scene (training label; residential merged), sub_label (dense / medium / sparse, withheld), split."""
-    base = resolve_path(data_dir)
+    base = Path(data_dir)
     p = base / "retrieval" / "index.csv"
     if not p.exists():
         raise FileNotFoundError(
@@ -511,7 +504,7 @@ def _real_items(source: str, root: Path, mm5b_source: str | None = None) -> list
 def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
     """Run the prepare stage into ``out_dir`` (see the module docstring); returns the summary dict."""
     cfg = cfg if isinstance(cfg, PrepareConfig) else PrepareConfig(**cfg)
-    out = resolve_path(out_dir)
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.seed or 0)
     t0 = time.perf_counter()
@@ -550,7 +543,7 @@ def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
             )
             timings["retrieval"] = time.perf_counter() - t
     else:
-        root = resolve_path(cfg.root)
+        root = Path(cfg.root)
         names = (
             list(cfg.sources)
             if cfg.source == "mm5b"
@@ -644,7 +637,7 @@ def build_dataset(
     (e.g. ``agnet`` -> ``agnet_lclu``; pass ``"agnet_crop"`` for the crop tree).
     Images are normalised per band with the stored mean / std unless ``normalize=False``.
     """
-    base = resolve_path(data_dir)
+    base = Path(data_dir)
     if not base.is_dir():
         raise FileNotFoundError(f"data folder not found: {base}")
     man = base / "manifest.json"
@@ -698,7 +691,7 @@ def preview_rows(
     from hierars.data.geotiff import read_raster
     from hierars.plotting import stretch
 
-    base = resolve_path(data_dir)
+    base = Path(data_dir)
     manifest = json.loads((base / "manifest.json").read_text())
     sets = manifest["datasets"]
     rows, titles = [], []

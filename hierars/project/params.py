@@ -1,4 +1,4 @@
-"""Project paths and parameters: ``PROJ_ROOT``, path resolution, and ``params.yaml`` loading.
+"""Project paths and parameters: ``PROJ_ROOT``, path resolution, and ``params.yaml`` loading (project layer).
 
 Every path in hierars resolves from :data:`PROJ_ROOT`, so notebooks behave the same whether
 JupyterLab starts the kernel in ``notebooks/`` or ``dvc repro`` runs from the repository root.
@@ -23,7 +23,7 @@ def _find_root() -> Path:
     env = os.environ.get("HIERARS_ROOT")
     if env:
         return Path(env).resolve()
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the checkout, when hierars is installed editable
     for cand in (here, Path.cwd(), *Path.cwd().parents):
         if (cand / "params.yaml").exists() and (cand / "hierars").is_dir():
             return cand

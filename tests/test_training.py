@@ -1,4 +1,4 @@
-"""hierars.engine: run configs, deterministic sampling, poly LR, atomic checkpoints, bit-exact resume, evaluate."""
+"""hierars.training: run configs, deterministic sampling, poly LR, atomic checkpoints, bit-exact resume, evaluate."""
 
 from __future__ import annotations
 
@@ -12,20 +12,24 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hierars import Hierarchy, engine
-from hierars.engine import (
+from hierars import Hierarchy, atomic
+from hierars.heads import BHCCM
+from hierars.losses import HSCLoss
+from hierars.training import (
     IterationBatchSampler,
     PolyLR,
     TrainConfig,
     aggregate_seeds,
+    checkpoint,
+    evaluation,
     fit,
     load_checkpoint,
     pad_collate,
     resolve_run,
+    run_names,
+    runs,
     seed_everything,
 )
-from hierars.heads import BHCCM
-from hierars.losses import HSCLoss
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +86,7 @@ def test_resolve_run_merges_and_validates() -> None:
     cfg = resolve_run(section, "flat")
     assert (cfg.head, cfg.loss, cfg.encoder, cfg.iterations) == ("flat", "ce", "resnet18", 50)
     assert resolve_run(section, "bhccm_hsc").mu == 0.5
-    assert engine.run_names(section) == ["flat", "bhccm_hsc"]
+    assert run_names(section) == ["flat", "bhccm_hsc"]
     with pytest.raises(ValueError, match="not in params 'train.runs'"):
         resolve_run(section, "nope")
     with pytest.raises(ValueError, match="extra"):
@@ -131,14 +135,14 @@ def test_pad_collate_pads_with_ignore() -> None:
 # ------------------------------------------------------------------------------------- checkpoints
 def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "ckpt.pt"
-    engine.save_checkpoint(target, {"model": {}, "iteration": 1, "config": {}})
+    checkpoint.save_checkpoint(target, {"model": {}, "iteration": 1, "config": {}})
 
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(engine.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        engine.save_checkpoint(target, {"model": {}, "iteration": 2, "config": {}})
+        checkpoint.save_checkpoint(target, {"model": {}, "iteration": 2, "config": {}})
     assert load_checkpoint(target)["iteration"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temp file left behind
 
@@ -266,17 +270,16 @@ class OracleModel(nn.Module):
 
 
 def test_evaluate_and_fit_metrics(tree: Hierarchy, tmp_path: Path) -> None:
-    pytest.importorskip("hierars.inference")
     pytest.importorskip("hierars.metrics")
     ds = BlockDataset(tree, n=4)
     ds.images = torch.nn.functional.one_hot(ds.masks[:, -1].clamp(max=14), 15).permute(0, 3, 1, 2).float()
-    res = engine.evaluate_modes(OracleModel(tree), ds, tree, ("argmax", "jsps"), batch_size=3, progress=False)
+    res = evaluation.evaluate_modes(OracleModel(tree), ds, tree, ("argmax", "jsps"), batch_size=3, progress=False)
     for mode in ("argmax", "jsps"):
         for lvl in (1, 2, 3):
             assert res[mode][f"mIoU_L{lvl}"] == pytest.approx(1.0), (mode, lvl)
-    assert engine.evaluate(OracleModel(tree), ds, tree, "jsps", progress=False)["mIoU_L3"] == pytest.approx(1.0)
+    assert evaluation.evaluate(OracleModel(tree), ds, tree, "jsps", progress=False)["mIoU_L3"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown inference mode"):
-        engine.evaluate(OracleModel(tree), ds, tree, "mode_x")
+        evaluation.evaluate(OracleModel(tree), ds, tree, "mode_x")
 
     cfg = cfg_for(iterations=4, eval_interval=2, log_interval=2)
     metrics = fit(tiny_model(tree), HSCLoss(tree), BlockDataset(tree), BlockDataset(tree, n=3, seed=5), tree,
@@ -292,12 +295,11 @@ def test_evaluate_and_fit_metrics(tree: Hierarchy, tmp_path: Path) -> None:
 
 def test_train_run_seeds_collect_and_predict(tree: Hierarchy, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("hierars.inference")
-    monkeypatch.setattr(engine, "build_run_model", lambda cfg, h, in_channels: tiny_model(h, cfg.fusion))
+    monkeypatch.setattr(runs, "build_run_model", lambda cfg, h, in_channels: tiny_model(h, cfg.fusion))
     section = {"iterations": 2, "batch_size": 4, "log_interval": 1, "progress": False, "seeds": [0, 1],
                "runs": {"mine": {"head": "bhccm", "loss": "hsc"}, "missing": {"head": "flat", "loss": "ce"}}}
     cfg = resolve_run(section, "mine")
-    res = engine.train_run("mine", cfg, tree, BlockDataset(tree), BlockDataset(tree, n=3, seed=4),
+    res = runs.train_run("mine", cfg, tree, BlockDataset(tree), BlockDataset(tree, n=3, seed=4),
                            models_dir=tmp_path / "models", reports_dir=tmp_path / "reports")
     agg = json.loads((tmp_path / "reports" / "metrics" / "mine.json").read_text())
     per = [r["mIoU_L3_jsps"] for r in res["per_seed"]]
@@ -307,13 +309,13 @@ def test_train_run_seeds_collect_and_predict(tree: Hierarchy, tmp_path: Path,
     assert sorted({r["seed"] for r in rows}) == ["0", "1"]
     assert [p.parent.name for p in res["ckpts"]] == ["seed0", "seed1"]
 
-    found = engine.collect_run_metrics(section, tmp_path / "reports")
+    found = runs.collect_run_metrics(section, tmp_path / "reports")
     assert list(found) == ["mine"] and found["mine"]["config"].loss == "hsc"
 
     model = tiny_model(tree)
     model.load_state_dict(load_checkpoint(res["ckpts"][0])["model"])
-    samples = engine.predict_samples(model, BlockDataset(tree, n=3), tree, [0, 2])
+    samples = evaluation.predict_samples(model, BlockDataset(tree, n=3), tree, [0, 2])
     assert [s["preds"]["jsps"].shape for s in samples] == [(3, 32, 32)] * 2
     assert (tree.path_id(samples[0]["preds"]["jsps"]) >= 0).all()  # JSPS is always a valid path
     with pytest.raises(ValueError, match="plain non-empty name"):
-        engine.train_run("a/b", cfg, tree, BlockDataset(tree), None, models_dir=tmp_path, reports_dir=tmp_path)
+        runs.train_run("a/b", cfg, tree, BlockDataset(tree), None, models_dir=tmp_path, reports_dir=tmp_path)

@@ -1,0 +1,220 @@
+"""The training loop: seeded, iteration-based :func:`fit` with periodic evaluation and atomic checkpoints.
+
+One run = one model, one loss, one seed, ``cfg.iterations`` optimiser steps::
+
+    cfg = resolve_run(params["train"], "bhccm_hsc")          # TrainConfig (pydantic, extra="forbid")
+    model = build_model(cfg.arch, cfg.encoder, in_channels, h, head=cfg.head, fusion=cfg.fusion)
+    metrics = fit(model, build_loss(cfg, h), train_ds, val_ds, h, cfg, out_dir="models/bhccm_hsc/seed0")
+
+Determinism: batches, per-sample transforms and the batch augmentation are pure functions of the seed and
+the iteration (:mod:`hierars.training.sampling`); dropout uses the global torch RNG, whose state is
+checkpointed with numpy's and Python's. On CPU, ``N`` straight iterations and ``N/2 + resume + N/2`` give
+identical weights (``torch.equal``), whatever ``num_workers`` is.
+
+Outputs in ``out_dir``: ``ckpt.pt`` (atomic), ``metrics.json`` (flat scalars per level; keys without suffix are
+per-level argmax, ``_jsps`` keys use JSPS) and ``curve.csv`` (iteration, loss, lr, val_mIoU_L1 ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from hierars.atomic import atomic_write_csv, atomic_write_json
+from hierars.hierarchy import Hierarchy
+from hierars.levels import as_level_list
+from hierars.training.checkpoint import check_resume_config, load_checkpoint, save_checkpoint
+from hierars.training.config import TrainConfig
+from hierars.training.evaluation import evaluate_modes, flatten_modes
+from hierars.training.optim import build_optimizer, build_scheduler
+from hierars.training.sampling import IterationBatchSampler, SeededSamples, augment_batch, pad_collate, subset
+from hierars.training.seeding import rng_state, seed_everything, set_rng_state
+
+__all__ = ["fit", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; a CUDA device that is not there is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def _batches(train_ds: Dataset, cfg: TrainConfig, start: int) -> DataLoader:
+    """Batches for iterations ``start .. cfg.iterations - 1`` (deterministic in ``cfg.seed``)."""
+    train_ds = subset(train_ds, cfg.max_train_samples)
+    sampler = IterationBatchSampler(len(train_ds), cfg.batch_size, cfg.seed, cfg.iterations, start)  # type: ignore[arg-type]
+    return DataLoader(SeededSamples(train_ds, cfg.seed), batch_sampler=sampler, num_workers=cfg.num_workers,
+                      collate_fn=pad_collate, generator=torch.Generator().manual_seed(cfg.seed),
+                      persistent_workers=False)
+
+
+def _augmenter(cfg: TrainConfig, hierarchy: Hierarchy) -> nn.Module | None:
+    if not cfg.augment:
+        return None
+    from hierars.data.transforms import SegAugment
+
+    return SegAugment(scale=cfg.aug_scale, band_jitter=cfg.band_jitter, ignore_index=hierarchy.ignore_index)
+
+
+def _eval_modes(cfg: TrainConfig) -> tuple[str, ...]:
+    modes = ("argmax", "jsps") if cfg.jsps else ("argmax",)
+    return modes + (("hssn",) if cfg.head == "hssn" else ())  # HSSN's own joint-softmax rule
+
+
+def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | None, hierarchy: Hierarchy,
+        cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, *,
+        metrics_path: str | os.PathLike | None = None, curve_path: str | os.PathLike | None = None
+        ) -> dict[str, float]:
+    """Train ``model`` for ``cfg.iterations`` steps with ``cfg.seed``; evaluate; write outputs.
+
+    Args:
+        model: returns a list of L logit tensors coarse→fine (B×N_l×h×w), or one (finest) for a flat head.
+        loss_fn: ``loss_fn(logits_list, mask)`` with mask B×L×H×W int64 (255 = ignore) → scalar.
+        train_ds, val_ds: datasets of dict samples {"image": C×H×W, "mask": L×H×W, "meta": ...};
+            ``val_ds=None`` skips evaluation.
+        cfg: the run's settings. ``cfg.seed`` is used (``cfg.seeds`` is for the caller's loop).
+        out_dir: receives ``ckpt.pt`` and, unless redirected, ``metrics.json`` and ``curve.csv``.
+        resume: continue from ``out_dir/ckpt.pt`` if it exists (bit-for-bit on CPU). A finished
+            checkpoint is not retrained: its stored metrics are rewritten and returned.
+
+    Returns:
+        Flat metrics: ``mIoU_L1``.. (argmax), ``mIoU_L1_jsps``.. (if ``cfg.jsps``), ``iteration``,
+        ``train_seconds``, ``seconds_per_iter``, ``final_loss``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "ckpt.pt"
+    metrics_path = Path(metrics_path) if metrics_path else out_dir / "metrics.json"
+    curve_path = Path(curve_path) if curve_path else out_dir / "curve.csv"
+    if len(train_ds) == 0:  # type: ignore[arg-type]
+        raise ValueError("the training dataset is empty")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    use_amp = cfg.amp and device.type == "cuda"
+    if cfg.amp and not use_amp:
+        log.info("amp requested but device is %s: training in fp32", device)
+
+    seed_everything(cfg.seed)
+    model.to(device)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    state: dict[str, Any] = {"start": 0, "history": [], "acc": {"sum": 0.0, "n": 0}, "seconds": 0.0}
+    saved = None
+    if resume and ckpt_path.exists():
+        saved = load_checkpoint(ckpt_path, map_location=device)
+        check_resume_config(saved["config"], cfg, ckpt_path)
+        for obj, key in ((model, "model"), (optimizer, "optimizer"), (scheduler, "scheduler")):
+            obj.load_state_dict(saved[key])
+        scaler.load_state_dict(saved.get("scaler", {}) or scaler.state_dict())
+        state = {"start": int(saved["iteration"]), "history": list(saved["history"]),
+                 "acc": dict(saved["loss_acc"]), "seconds": float(saved.get("train_seconds", 0.0))}
+        log.info("resuming %s at iteration %d/%d", ckpt_path, state["start"], cfg.iterations)
+        if state["start"] >= cfg.iterations and saved.get("metrics"):
+            atomic_write_json(metrics_path, dict(saved["metrics"]))
+            atomic_write_csv(curve_path, state["history"])
+            return dict(saved["metrics"])
+
+    augment, loader = _augmenter(cfg, hierarchy), _batches(train_ds, cfg, state["start"])
+    if saved is not None:
+        set_rng_state(saved["rng"])  # after building the loader: nothing below draws from it but training
+    eval_every = cfg.eval_interval or cfg.iterations
+    ckpt_every = cfg.ckpt_interval or eval_every
+    history, acc, timing = state["history"], state["acc"], {"eval": 0.0, "t0": time.perf_counter()}
+    metrics: dict[str, float] = {}
+
+    def run_eval() -> dict[str, float]:
+        te = time.perf_counter()
+        res = evaluate_modes(model, val_ds, hierarchy, _eval_modes(cfg), batch_size=cfg.eval_batch_size or cfg.batch_size,
+                             num_workers=cfg.num_workers, device=device, progress=cfg.progress,
+                             max_samples=cfg.max_val_samples)
+        timing["eval"] += time.perf_counter() - te
+        return flatten_modes(res)
+
+    def checkpoint(step: int, final: dict[str, float] | None = None) -> None:
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if use_amp else {}, "iteration": step, "config": cfg.model_dump(),
+            "hierarchy": {"name": hierarchy.name, "num_classes": list(hierarchy.num_classes)},
+            "rng": rng_state(), "sampler": {"seed": cfg.seed, "next_iteration": step},
+            "history": history, "loss_acc": dict(acc),
+            "train_seconds": state["seconds"] + (time.perf_counter() - timing["t0"]), "metrics": final or {},
+        })
+        atomic_write_csv(curve_path, history)
+
+    model.train()
+    pbar = tqdm(total=cfg.iterations, initial=state["start"], desc=f"train seed {cfg.seed}",
+                disable=not cfg.progress, mininterval=2.0, dynamic_ncols=True)
+    step, last_loss = state["start"], float("nan")
+    for batch in loader:
+        image, mask = batch["image"], batch["mask"]
+        if augment is not None:
+            image, mask = augment_batch(augment, image, mask, cfg.seed, step)
+        lr = optimizer.param_groups[0]["lr"]
+        last_loss = _train_step(model, loss_fn, optimizer, scheduler, scaler, image.to(device, non_blocking=True),
+                                mask.to(device, non_blocking=True), cfg, use_amp, step)
+        step += 1
+        acc["sum"] += last_loss
+        acc["n"] += 1
+        pbar.update(1)
+        row: dict[str, Any] | None = None
+        if step % cfg.log_interval == 0 or step == cfg.iterations:
+            row = {"iteration": step, "loss": acc["sum"] / max(1, acc["n"]), "lr": lr}
+            acc["sum"], acc["n"] = 0.0, 0
+            pbar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+        if val_ds is not None and (step % eval_every == 0 or step == cfg.iterations):
+            metrics = run_eval()
+            row = row or {"iteration": step, "loss": float("nan"), "lr": lr}
+            row.update({f"val_{k}": v for k, v in metrics.items() if k.startswith(("mIoU", "consistency"))})
+            log.info("iteration %d: %s", step, {k: round(v, 4) for k, v in metrics.items() if k.startswith("mIoU")})
+        if row is not None:
+            history.append(row)
+        if step % ckpt_every == 0 and step < cfg.iterations:
+            checkpoint(step)
+    pbar.close()
+    if step != cfg.iterations:
+        raise RuntimeError(f"training stopped at iteration {step} of {cfg.iterations}")
+    elapsed = time.perf_counter() - timing["t0"]
+    final = {"iteration": float(step), "seed": float(cfg.seed), "final_loss": last_loss,
+             "train_seconds": state["seconds"] + elapsed, "eval_seconds": timing["eval"],
+             "seconds_per_iter": (elapsed - timing["eval"]) / max(1, cfg.iterations - state["start"]), **metrics}
+    checkpoint(step, final)
+    atomic_write_json(metrics_path, final)
+    return final
+
+
+def _train_step(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, image: torch.Tensor,
+                mask: torch.Tensor, cfg: TrainConfig, use_amp: bool, step: int) -> float:
+    """One optimiser step on a batch (image B×C×H×W, mask B×L×H×W); returns the loss as a float."""
+    with torch.autocast(image.device.type, enabled=use_amp):
+        loss = loss_fn(as_level_list(model(image)), mask)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite training loss {loss.item()} at iteration {step} (seed {cfg.seed})")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return float(loss.detach())

@@ -1,0 +1,132 @@
+"""Runs: one named configuration trained for every seed, aggregated; reading runs back for reports and figures.
+
+Layout written by :func:`train_run`::
+
+    models_dir/<run>/seed<k>/{ckpt.pt, metrics.json, curve.csv}
+    reports_dir/metrics/<run>.json       mean and half-range over seeds (flat scalars)
+    reports_dir/plots/<run>_curve.csv    every seed's curve, with a ``seed`` column
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from hierars.atomic import atomic_write_csv, atomic_write_json
+from hierars.hierarchy import Hierarchy
+from hierars.models import build_model
+from hierars.training.checkpoint import load_checkpoint
+from hierars.training.config import TrainConfig, resolve_run, run_names
+from hierars.training.loop import fit
+from hierars.training.optim import build_loss
+from hierars.training.seeding import seed_everything
+
+__all__ = ["aggregate_seeds", "build_run_model", "train_run", "collect_run_metrics", "load_run_model"]
+
+log = logging.getLogger(__name__)
+
+
+def aggregate_seeds(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Mean and half-range (``(max - min) / 2``) of every numeric key over seeds.
+
+    Returns ``{k: mean, k + "_hr": half-range, "n_seeds": n}``; keys "seed"/"iteration" are dropped.
+    NaN values (e.g. a class absent from val) propagate.
+    """
+    if not per_seed:
+        raise ValueError("aggregate_seeds needs at least one result")
+    keys = [k for k in per_seed[0] if k not in ("seed",)]
+    out: dict[str, float] = {}
+    for k in keys:
+        vals = [float(r[k]) for r in per_seed if k in r]
+        if len(vals) != len(per_seed):
+            raise ValueError(f"metric {k!r} missing from some seeds")
+        out[k] = float(np.mean(vals))
+        out[f"{k}_hr"] = float((max(vals) - min(vals)) / 2) if all(map(math.isfinite, vals)) else float("nan")
+    out["n_seeds"] = float(len(per_seed))
+    return out
+
+
+def build_run_model(cfg: TrainConfig, hierarchy: Hierarchy, in_channels: int) -> nn.Module:
+    """``hierars.models.build_model`` with the run's architecture, encoder, head, fusion and decoder width."""
+    return build_model(cfg.arch, cfg.encoder, in_channels, hierarchy, head=cfg.head, fusion=cfg.fusion,
+                       decoder_channels=cfg.decoder_channels, pretrained=cfg.pretrained, dropout=cfg.dropout,
+                       upsample_logits=cfg.upsample_logits)
+
+
+def train_run(run: str, cfg: TrainConfig, hierarchy: Hierarchy, train_ds: Dataset, val_ds: Dataset | None, *,
+              models_dir: str | os.PathLike, reports_dir: str | os.PathLike, resume: bool = True
+              ) -> dict[str, Any]:
+    """Train one named run for every seed of ``cfg.seed_list`` and aggregate (mean ± half-range).
+
+    The model is built after seeding with each seed, so initialisation differs between seeds.
+
+    Writes:
+        ``models_dir/<run>/seed<k>/{ckpt.pt, metrics.json, curve.csv}``;
+        ``reports_dir/metrics/<run>.json`` — :func:`aggregate_seeds` of the per-seed metrics (flat scalars);
+        ``reports_dir/plots/<run>_curve.csv`` — every seed's curve, with a ``seed`` column.
+
+    Returns:
+        {"run", "config", "per_seed": [metrics...], "aggregate": {...}, "ckpts": [paths]}
+    """
+    if not run or any(c in run for c in "/\\ "):
+        raise ValueError(f"run name must be a plain non-empty name, got {run!r}")
+    in_channels = int(train_ds[0]["image"].shape[0])
+    models_dir, reports_dir = Path(models_dir), Path(reports_dir)
+    per_seed, curves, ckpts = [], [], []
+    for seed in cfg.seed_list:
+        seed_cfg = cfg.model_copy(update={"seed": seed, "seeds": None})
+        seed_everything(seed)
+        model = build_run_model(seed_cfg, hierarchy, in_channels)
+        out = models_dir / run / f"seed{seed}"
+        metrics = fit(model, build_loss(seed_cfg, hierarchy), train_ds, val_ds, hierarchy, seed_cfg, out, resume)
+        per_seed.append(metrics)
+        ckpts.append(out / "ckpt.pt")
+        with (out / "curve.csv").open(newline="") as fh:
+            curves += [{"seed": seed, **row} for row in csv.DictReader(fh)]
+    agg = aggregate_seeds(per_seed)
+    atomic_write_json(reports_dir / "metrics" / f"{run}.json", agg)
+    atomic_write_csv(reports_dir / "plots" / f"{run}_curve.csv", curves)
+    return {"run": run, "config": cfg.model_dump(), "per_seed": per_seed, "aggregate": agg, "ckpts": ckpts}
+
+
+def collect_run_metrics(train_section: Mapping[str, Any], reports_dir: str | os.PathLike,
+                        runs: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The configured runs that have a ``reports_dir/metrics/<run>.json``, with their resolved settings.
+
+    Returns:
+        {run: {"config": TrainConfig, "metrics": {...aggregate...}}} in ``train.runs`` order;
+        runs without a metrics file are skipped (logged).
+    """
+    metrics_dir = Path(reports_dir) / "metrics"
+    out: dict[str, dict[str, Any]] = {}
+    for run in runs if runs is not None else run_names(train_section):
+        path = metrics_dir / f"{run}.json"
+        if not path.is_file():
+            log.warning("no metrics for run %r (%s missing): skipped", run, path)
+            continue
+        out[run] = {"config": resolve_run(train_section, run), "metrics": json.loads(path.read_text())}
+    return out
+
+
+def load_run_model(ckpt_path: str | os.PathLike, hierarchy: Hierarchy, in_channels: int,
+                   device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model of a :func:`fit` checkpoint from its stored settings and load its weights (eval mode)."""
+    state = load_checkpoint(ckpt_path, map_location=device)
+    cfg = TrainConfig.model_validate(state["config"])
+    saved = tuple(state.get("hierarchy", {}).get("num_classes", hierarchy.num_classes))
+    if tuple(saved) != tuple(hierarchy.num_classes):
+        raise ValueError(f"{ckpt_path} was trained for classes {saved}, not {tuple(hierarchy.num_classes)}")
+    model = build_run_model(cfg.model_copy(update={"pretrained": None}), hierarchy, in_channels)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
