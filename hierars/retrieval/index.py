@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from hierars.retrieval._io import atomic_write_bytes
+from hierars.atomic import atomic_write_bytes
 from hierars.retrieval.proportions import MODES, ProportionLayout, _check_bands, segment_proportions
 from hierars.retrieval.tkanet import embed
 
@@ -63,7 +63,7 @@ def model_fingerprint(model: nn.Module) -> str:
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 

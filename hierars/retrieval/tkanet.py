@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from hierars.retrieval._io import atomic_write_bytes
+from hierars.atomic import atomic_write_bytes
 
 __all__ = ["ConvS2", "TKA", "TKANet", "TrainResult", "train_tkanet", "embed", "save_tkanet", "load_tkanet"]
 
@@ -276,7 +276,7 @@ def train_tkanet(
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += float((logits.argmax(1) == yb).sum())
             seen += len(idx)
         row = {"epoch": float(epoch + 1), "loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
