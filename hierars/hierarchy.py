@@ -1,5 +1,8 @@
 """Label trees: levels, parents, valid root-to-leaf paths, lifting and raw-label encoding.
 
+(Over 400 lines on purpose: everything here answers a question asked of one object, the tree — building and
+validating it, reading it from YAML, and mapping labels through it; split, it would scatter one invariant.)
+
 A :class:`Hierarchy` is the one object every other part of hierars asks about the label tree.
 Levels are numbered coarse to fine, ``0 .. L-1``; level ``L-1`` holds the leaves. Every leaf sits
 at the same depth, so a strict tree has exactly one path per leaf and ``paths`` is ``P x L`` with

@@ -141,3 +141,20 @@ def test_real_data_pipeline_gid15(shared_data: Path, tmp_path: Path) -> None:
     _check_outputs(PROJ_ROOT / "notebooks" / "02_train.ipynb", pipeline, "bhccm_hsc")
     metrics = json.loads((tmp_path / "reports" / "metrics" / "bhccm_hsc.json").read_text())
     assert "mIoU_L3_jsps" in metrics and metrics["consistency_jsps"] == pytest.approx(1.0)
+
+
+def test_kernel_imports_this_checkout() -> None:
+    """The ``hierars`` kernel (installed by scripts/setup.sh into .venv with ``--sys-prefix``) runs .venv's python,
+    where hierars is installed editable from this checkout: a notebook never imports another checkout's copy."""
+    import subprocess
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = KernelSpecManager().find_kernel_specs()
+    if KERNEL not in specs:
+        pytest.skip(f"jupyter kernel {KERNEL!r} is not installed")
+    argv = KernelSpecManager().get_kernel_spec(KERNEL).argv
+    out = subprocess.run([argv[0], "-c", "import hierars; print(hierars.__file__)"], cwd="/", capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert Path(out).resolve().parent == (PROJ_ROOT / "hierars").resolve(), (
+        f"kernel {KERNEL!r} ({argv[0]}) imports hierars from {out}, not from this checkout; re-run scripts/setup.sh")
