@@ -3,19 +3,17 @@
 - :mod:`.tkanet` — TKANet (32-d stage-1 embeddings), :func:`train_tkanet`, checkpoints;
 - :mod:`.proportions` — class-proportion vectors from a hierarchical segmenter (one level or all);
 - :mod:`.distances` — weighted Manhattan (stage 2), Euclidean / cosine (stage 1);
+- :mod:`.features` — :func:`compute_features`: embeddings + proportions of raw images;
 - :mod:`.index` — :class:`ArchiveIndex`: embeddings + proportions, faiss exact / IVF, atomic save / load;
+- :mod:`.fingerprints` — model / tree fingerprints and :class:`IndexMismatchError`;
 - :mod:`.search` — :func:`cbir`, :func:`lcbir`, :func:`hir` (top-K then re-rank to top-k);
 - :mod:`.metrics` — P@k, the HIR / DeepHash mAP@k and the standard AP@k.
 """
 
 from hierars.retrieval.distances import cosine, euclidean, weighted_manhattan
-from hierars.retrieval.index import (
-    ArchiveIndex,
-    IndexMismatchError,
-    compute_features,
-    model_fingerprint,
-    tree_fingerprint,
-)
+from hierars.retrieval.features import compute_features
+from hierars.retrieval.fingerprints import IndexMismatchError, model_fingerprint, tree_fingerprint
+from hierars.retrieval.index import ArchiveIndex
 from hierars.retrieval.metrics import (
     average_precision_hir,
     map_at_k_hir,

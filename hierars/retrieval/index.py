@@ -9,7 +9,8 @@ Everything a query needs is precomputed once, so a query never runs a network on
 - ``files`` / ``labels`` — optional per-image names and labels (length ``N``);
 - a header naming the segmenter, the embedder and the tree (with content fingerprints), the proportion
   mode and the input normalisation, so that an index used with a different segmenter or tree is a clear
-  :class:`IndexMismatchError` rather than silently wrong distances.
+  :class:`~hierars.retrieval.fingerprints.IndexMismatchError` rather than silently wrong distances
+  (:mod:`.fingerprints`).
 
 File format (one file, written atomically): an uncompressed NumPy ``.npz`` archive (``allow_pickle``
 off) with ``header`` (UTF-8 JSON as uint8), ``embeddings``, ``proportions`` and, for IVF, ``faiss`` (the
@@ -18,7 +19,6 @@ serialised trained IVF index, so loading does not retrain it). The exact index i
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -28,117 +28,22 @@ from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from hierars.atomic import atomic_write_bytes
-from hierars.retrieval.proportions import MODES, ProportionLayout, _check_bands, segment_proportions
-from hierars.retrieval.tkanet import embed
+from hierars.retrieval.features import batches, compute_features
+from hierars.retrieval.fingerprints import IndexMismatchError, describe
+from hierars.retrieval.proportions import MODES, ProportionLayout
 
 if TYPE_CHECKING:
     from hierars.hierarchy import Hierarchy
 
-__all__ = [
-    "ArchiveIndex",
-    "IndexMismatchError",
-    "model_fingerprint",
-    "tree_fingerprint",
-    "compute_features",
-    "METRICS",
-]
+__all__ = ["ArchiveIndex", "METRICS"]
 
 FORMAT = "hierars.retrieval.index"
 VERSION = 1
 METRICS = ("euclidean", "cosine")
-
-
-class IndexMismatchError(ValueError):
-    """An index file used with a segmenter, embedder or tree other than the one it was built with."""
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 (first 16 hex digits) of a model's state dict: parameter names, dtypes, shapes and values."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
-def tree_fingerprint(hierarchy: Hierarchy) -> str:
-    """SHA-256 (16 hex digits) of a tree's class names per level and its root-to-leaf paths."""
-    blob = json.dumps({"names": [list(n) for n in hierarchy.names], "paths": hierarchy.paths.tolist()})
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _describe(obj: Any, kind: str) -> dict[str, Any] | None:
-    """Header entry for a model / tree / ready-made dict (``None`` stays ``None``)."""
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    if kind == "tree":
-        return {"name": obj.name, "fingerprint": tree_fingerprint(obj), "num_classes": list(obj.num_classes)}
-    return {"name": type(obj).__name__, "fingerprint": model_fingerprint(obj)}
-
-
-def _batches(images: Iterable[Any], batch_size: int) -> Iterable[torch.Tensor]:
-    """Stack consecutive same-shape ``C×H×W`` images into batches of up to ``batch_size``."""
-    buf: list[torch.Tensor] = []
-    for im in images:
-        t = im if isinstance(im, torch.Tensor) else torch.from_numpy(np.asarray(im, dtype=np.float32))
-        t = t.float()
-        if t.ndim != 3:
-            raise ValueError(f"archive images must be C×H×W each, got shape {tuple(t.shape)}")
-        if buf and (t.shape != buf[0].shape or len(buf) == batch_size):
-            yield torch.stack(buf)
-            buf = []
-        buf.append(t)
-    if buf:
-        yield torch.stack(buf)
-
-
-def compute_features(
-    images: torch.Tensor | np.ndarray,
-    embedder: nn.Module,
-    segmenter: nn.Module,
-    hierarchy: Hierarchy,
-    mode: str = "jsps",
-    seg_mean: Sequence[float] | None = None,
-    seg_std: Sequence[float] | None = None,
-    batch_size: int = 16,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stage-1 embeddings and stage-2 proportion vectors of raw images.
-
-    Args:
-        images: ``B × C × H × W`` raw band values (one size), or one ``C × H × W``.
-        embedder: TKANet (normalises its own input) or any module ``B×C×H×W → B×D``.
-        segmenter: hierarchical segmenter of ``hierarchy``.
-        mode: proportion mode (``"jsps"`` | ``"argmax"`` | ``"soft"``).
-        seg_mean, seg_std: per-band normalisation the segmenter was trained with (``None``: raw values).
-
-    Returns:
-        ``(embeddings B × D, proportions B × Σ N_l)`` float32.
-    """
-    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images, dtype=np.float32))
-    x = x.float()
-    if x.ndim == 3:
-        x = x[None]
-    _check_bands(embedder, x.shape[1], "embedder")
-    _check_bands(segmenter, x.shape[1], "segmenter")
-    emb = embed(embedder, x, batch_size)
-    xs = x
-    if seg_mean is not None or seg_std is not None:
-        m = torch.as_tensor(np.asarray(seg_mean if seg_mean is not None else [0.0] * x.shape[1], np.float32))
-        s = torch.as_tensor(np.asarray(seg_std if seg_std is not None else [1.0] * x.shape[1], np.float32))
-        if m.numel() != x.shape[1] or s.numel() != x.shape[1]:
-            raise ValueError(f"segmenter normalisation has {m.numel()} means / {s.numel()} stds for "
-                             f"{x.shape[1]}-band images")
-        xs = (x - m[None, :, None, None]) / s.clamp_min(1e-6)[None, :, None, None]
-    props = segment_proportions(segmenter, xs, hierarchy, mode=mode, batch_size=batch_size)
-    return emb.astype(np.float32), props
 
 
 class ArchiveIndex:
@@ -203,9 +108,9 @@ class ArchiveIndex:
         self.files = [str(f) for f in files] if files is not None else None
         self.labels = [str(x) for x in labels] if labels is not None else None
         self.metric, self.ivf_nlist, self.nprobe = metric, (int(ivf_nlist) if ivf_nlist else None), int(nprobe)
-        self.segmenter = _describe(segmenter, "model")
-        self.embedder = _describe(embedder, "model")
-        self.tree = _describe(tree, "tree")
+        self.segmenter = describe(segmenter, "model")
+        self.embedder = describe(embedder, "model")
+        self.tree = describe(tree, "tree")
         self.meta = dict(meta or {})
         self._vectors = self._stage1_vectors(emb)
         self._index = _faiss_index if _faiss_index is not None else self._build_faiss()
@@ -336,7 +241,7 @@ class ArchiveIndex:
         bands = None
         t0 = time.perf_counter()
         with tqdm(total=total, desc="index archive", unit="img", disable=not progress, dynamic_ncols=True) as bar:
-            for xb in _batches(images, batch_size):
+            for xb in batches(images, batch_size):
                 bands = bands or xb.shape[1]
                 if xb.shape[1] != bands:
                     raise ValueError(f"archive images differ in band count: {xb.shape[1]} vs {bands}")
@@ -346,8 +251,8 @@ class ArchiveIndex:
                 bar.update(xb.shape[0])
         if not embs:
             raise ValueError("empty archive: no images to index")
-        seg = _describe(segmenter, "model") | ({"name": segmenter_name} if segmenter_name else {})
-        emb_d = _describe(embedder, "model") | ({"name": embedder_name} if embedder_name else {})
+        seg = describe(segmenter, "model") | ({"name": segmenter_name} if segmenter_name else {})
+        emb_d = describe(embedder, "model") | ({"name": embedder_name} if embedder_name else {})
         emb_d |= {"dim": int(embs[0].shape[1])}
         header_meta = {"mode": mode, "in_channels": int(bands or 0),
                        "seg_mean": None if seg_mean is None else [float(v) for v in seg_mean],
@@ -366,7 +271,7 @@ class ArchiveIndex:
                                     ("tree", tree, self.tree)):
             if given is None:
                 continue
-            want = given if isinstance(given, str) else (_describe(given, "tree" if kind == "tree" else "model")
+            want = given if isinstance(given, str) else (describe(given, "tree" if kind == "tree" else "model")
                                                          or {}).get("fingerprint")
             have = (stored or {}).get("fingerprint")
             if have is None:
