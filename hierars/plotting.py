@@ -90,6 +90,51 @@ def plot_sample_triplets(rows: Sequence[dict], hierarchy, out_path: str | Path |
     return fig
 
 
+def preview_rows(
+    data_dir: str | Path, n: int = 3, split: str = "val", size_m: float = 640.0
+) -> tuple[list, list]:
+    """Rows for :func:`hierars.plotting.plot_sample_triplets` and their titles.
+
+    Synthetic data: the top-left ``size_m`` square of ``n`` scenes in the three sources (RGB true
+    colour, GF2 NIR-R-G, S2 B8-B4-B3 false colour) with the 4 m label at every level. Real data:
+    ``n`` samples of the prepared dataset (bands 1-3 or the first three) with their masks."""
+    import json
+
+    from rasterio.windows import Window
+
+    from hierars.data import build_dataset, load_hierarchy, read_raster
+    from hierars.data.synthetic import SOURCES
+
+    base = Path(data_dir)
+    manifest = json.loads((base / "manifest.json").read_text())
+    sets = manifest["datasets"]
+    rows, titles = [], []
+    if {"rgb", "gf2", "s2"} <= set(sets):
+        splits = json.loads((base / "splits.json").read_text())
+        h = load_hierarchy(sets["gf2"]["tree"])
+        for d in splits["gf2"][split][:n]:
+            scene = Path(d["image"]).stem
+            ims = []
+            for s, bands, title in (("rgb", (0, 1, 2), "RGB 2 m"), ("gf2", (3, 2, 1), "GF2 4 m (NIR-R-G)"),
+                                    ("s2", (6, 2, 1), "S2 10 m (B8-B4-B3)")):  # fmt: skip
+                px = int(size_m / SOURCES[s][0])
+                a = read_raster(base / "mm5b" / s / "image" / f"{scene}.tif", Window(0, 0, px, px))
+                ims.append((title, stretch(a.astype(np.float32), bands, 1, 99)))
+            px = int(size_m / 4.0)
+            lab = read_raster(base / "mm5b" / "gf2" / "label" / f"{scene}.tif", Window(0, 0, px, px))[0]
+            rows.append({"images": ims, "mask": h.encode(lab)})
+            titles.append(scene)
+        return rows, titles
+    name = next(iter(sets))
+    ds = build_dataset(base, split, source=name, normalize=False)
+    for i in np.linspace(0, len(ds) - 1, n).astype(int):
+        s = ds[int(i)]
+        bands = (3, 2, 1) if s["image"].shape[0] >= 7 else (0, 1, 2)
+        rows.append({"images": [(name, stretch(s["image"].numpy(), bands))], "mask": s["mask"]})
+        titles.append(Path(s["meta"]["path"]).stem)
+    return rows, titles
+
+
 # ------------------------------------------------------------------------------------------------------
 # Training / evaluation figures and paper-style tables (outputs of hierars.engine; notebooks 02 and 03).
 # ------------------------------------------------------------------------------------------------------

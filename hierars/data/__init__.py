@@ -1,6 +1,15 @@
 """Data: the synthetic MM-5B-like benchmark, GeoTIFF-folder datasets with real-data adapters,
 the prepare stage (splits + normalisation statistics) and joint image/mask augmentation.
 
+The data layer imports the core only (never the project layer, training or plotting); paths it is
+given are used as given. Modules: :mod:`~hierars.data.rasters` (raster IO),
+:mod:`~hierars.data.adapters` (dataset folder layouts), :mod:`~hierars.data.geotiff` (the tiled
+dataset), :mod:`~hierars.data.synthetic` (the generator), :mod:`~hierars.data.config`,
+:mod:`~hierars.data.generate`, :mod:`~hierars.data.prepare` (the prepare stage),
+:mod:`~hierars.data.datasets` (reading prepared or raw data), :mod:`~hierars.data.labels`,
+:mod:`~hierars.data.manifest`, :mod:`~hierars.data.stats`, :mod:`~hierars.data.transforms`,
+:mod:`~hierars.data.raster_prediction`.
+
 Typical use::
 
     from hierars.data import PrepareConfig, prepare, build_dataset
@@ -9,32 +18,22 @@ Typical use::
     gid = build_dataset("../shared/data/gid15", "val", source="gid15")   # raw folder, read directly
 """
 
-from hierars.data.geotiff import (
-    GeoTiffDataset,
-    RasterItem,
+from hierars.data.adapters import (
+    WHDLD_COLORS,
     agnet_items,
     dlrsd_items,
     folder_items,
     gid15_items,
     mm5b_items,
-    resample_label,
-    tile_windows,
     whdld_items,
-    write_geotiff,
 )
-from hierars.data.prepare import (
-    DATASETS,
-    DomainConfig,
-    PrepareConfig,
-    RetrievalConfig,
-    SyntheticConfig,
-    build_dataset,
-    load_hierarchy,
-    prepare,
-    preview_rows,
-    read_retrieval_index,
-)
+from hierars.data.config import DomainConfig, PrepareConfig, RetrievalConfig, SyntheticConfig
+from hierars.data.datasets import DATASETS, build_dataset, read_retrieval_index
+from hierars.data.geotiff import GeoTiffDataset
+from hierars.data.labels import load_hierarchy
+from hierars.data.prepare import prepare
 from hierars.data.raster_prediction import RasterPrediction, predict_raster
+from hierars.data.rasters import RasterItem, read_raster, resample_label, tile_windows, write_geotiff
 from hierars.data.stats import band_stats
 from hierars.data.transforms import SegAugment
 
@@ -49,6 +48,7 @@ __all__ = [
     "RetrievalConfig",
     "SegAugment",
     "SyntheticConfig",
+    "WHDLD_COLORS",
     "agnet_items",
     "band_stats",
     "build_dataset",
@@ -58,7 +58,7 @@ __all__ = [
     "load_hierarchy",
     "mm5b_items",
     "prepare",
-    "preview_rows",
+    "read_raster",
     "read_retrieval_index",
     "resample_label",
     "tile_windows",

@@ -22,7 +22,8 @@ import json
 
 import torch
 
-from hierars.data.prepare import build_dataset, load_hierarchy
+from hierars.data.datasets import build_dataset
+from hierars.data.labels import load_hierarchy
 
 __all__ = ["pixel_table", "spectral_accuracy"]
 

@@ -1,4 +1,4 @@
-"""One GeoTIFF-folder dataset for every layout, plus thin adapters that list (image, label) pairs.
+"""One GeoTIFF-folder dataset for every layout: :class:`GeoTiffDataset`.
 
 :class:`GeoTiffDataset` tiles rasters into fixed windows (windowed reads: large scenes are never
 read whole), encodes raw labels through a :class:`~hierars.hierarchy.Hierarchy`, applies per-band
@@ -8,16 +8,8 @@ normalisation and returns design-doc samples::
      "meta": {"path", "label_path", "source", "scene", "sub_label", "crs", "transform" (float64 6),
               "window" (int64 4: row_off, col_off, height, width)}}
 
-Adapters (``*_items``) know a dataset's folder layout and return :class:`RasterItem` lists:
-
-- :func:`gid15_items` - ``image/<scene>/<n>.tif`` + ``label_gray/<scene>/<n>.tif`` (scene = folder);
-- :func:`agnet_items` - ``image/lc8_<date>_<row>_<col>.tif`` + ``target/cdl_<date>_<row>_<col>.tif``;
-- :func:`mm5b_items` - ``<source>/image/<scene>.tif`` + ``<source>/label/<scene>.tif`` per source
-  (labels already on each source's grid; :func:`resample_label` makes them from 4 m labels);
-- :func:`whdld_items` - ``Images/<id>.jpg`` + ``ImagesPNG/<id>.png`` (colour-coded labels);
-- :func:`dlrsd_items` - ``Images/<class>/<id>.tif`` + ``Labels/<class>/<id>.png`` (scene = class;
-  dense / medium / sparse residential become scene ``residential`` with that sub-label);
-- :func:`folder_items` - any ``image_dir`` / ``label_dir`` pair matched by file stem.
+The rasters come from the adapters in :mod:`hierars.data.adapters` (``*_items``); raster IO (opening,
+windows, writing) is in :mod:`hierars.data.rasters`. Both are re-exported here.
 
 Bad input raises ``FileNotFoundError`` / ``ValueError`` naming the file: missing label, band-count
 or shape mismatch, unreadable raster, NaN / inf pixels, raw label values outside the tree
@@ -26,20 +18,32 @@ or shape mismatch, unreadable raster, NaN / inf pixels, raw label values outside
 
 from __future__ import annotations
 
-import math
-import re
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
+from hierars.data.adapters import (
+    WHDLD_COLORS,
+    agnet_items,
+    dlrsd_items,
+    folder_items,
+    gid15_items,
+    mm5b_items,
+    whdld_items,
+)
+from hierars.data.rasters import (
+    RasterItem,
+    open_raster,
+    read_raster,
+    resample_label,
+    tile_windows,
+    write_geotiff,
+)
 from hierars.hierarchy import Hierarchy
 
 __all__ = [
@@ -57,72 +61,6 @@ __all__ = [
     "resample_label",
     "write_geotiff",
 ]
-
-#: WHDLD label colours (ImagesPNG) -> class name.
-WHDLD_COLORS: dict[tuple[int, int, int], str] = {
-    (255, 0, 0): "building", (255, 255, 0): "road", (192, 192, 0): "pavement",
-    (0, 255, 0): "vegetation", (128, 128, 128): "bare_soil", (0, 0, 255): "water",
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class RasterItem:
-    """One image raster and its label raster (``label=None``: unlabelled, mask all 255)."""
-
-    image: Path
-    label: Path | None
-    scene: str = ""
-    sub_label: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
-
-
-def _open(path: Path):
-    """rasterio.open with a clear error naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"raster not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioError as e:
-        raise ValueError(f"{path}: unreadable or corrupt raster ({e})") from None
-
-
-def read_raster(path: Path, window: Window | None = None, boundless: bool = False, fill=0) -> np.ndarray:
-    """Read all bands of ``path`` (C x H x W, native dtype), optionally a window; errors name the file."""
-    with _open(path) as ds:
-        try:
-            return ds.read(window=window, boundless=boundless, fill_value=fill)
-        except RasterioError as e:
-            raise ValueError(f"{path}: failed to read pixels ({e})") from None
-
-
-def tile_windows(height: int, width: int, tile: int | None, fit: str = "pad") -> list[Window]:
-    """Windows of ``tile x tile`` over a ``height x width`` raster.
-
-    ``fit``: ``"crop"`` - non-overlapping tiles from the top-left, the remainder dropped (a raster
-    smaller than a tile gives one padded tile); ``"pad"`` - non-overlapping tiles covering
-    everything, the last row/column of tiles reaching past the edge (read boundless, padded with
-    ignore); ``"cover"`` - overlapping tiles, the last one aligned to the edge (sliding window).
-    ``tile=None``: one window over the whole raster.
-    """
-    if tile is None:
-        return [Window(0, 0, width, height)]
-    if tile <= 0:
-        raise ValueError(f"tile size must be positive, got {tile}")
-
-    def starts(n: int) -> list[int]:
-        if fit == "crop":
-            return [i * tile for i in range(max(1, n // tile))]
-        if fit == "pad":
-            return [i * tile for i in range(max(1, math.ceil(n / tile)))]
-        if fit == "cover":
-            k = max(1, math.ceil(n / tile))
-            return [0] if k == 1 else [round(i * (n - tile) / (k - 1)) for i in range(k)]
-        raise ValueError(f"fit must be 'crop', 'pad' or 'cover', got {fit!r}")
-
-    return [Window(c, r, tile, tile) for r in starts(height) for c in starts(width)]
 
 
 class GeoTiffDataset(Dataset):
@@ -202,12 +140,12 @@ class GeoTiffDataset(Dataset):
 
     # validation ------------------------------------------------------------------------------
     def _header(self, it: RasterItem) -> tuple[int, int, str, tuple[float, ...]]:
-        with _open(it.image) as ds:
+        with open_raster(it.image) as ds:
             crs = ds.crs.to_string() if ds.crs else ""
             return ds.height, ds.width, crs, tuple(ds.transform)[:6]
 
     def _check(self, it: RasterItem) -> tuple[int, int, str, tuple[float, ...]]:
-        with _open(it.image) as ds:
+        with open_raster(it.image) as ds:
             if self.num_bands is None:
                 self.num_bands = ds.count
             elif ds.count != self.num_bands:
@@ -220,7 +158,7 @@ class GeoTiffDataset(Dataset):
         if it.label is not None:
             if not Path(it.label).exists():
                 raise FileNotFoundError(f"label raster missing for image {it.image}: expected {it.label}")
-            with _open(it.label) as ls:
+            with open_raster(it.label) as ls:
                 if (ls.height, ls.width) != (h, w):
                     raise ValueError(
                         f"shape mismatch: image {it.image} is {h}x{w} but label {it.label} is {ls.height}x{ls.width}"
@@ -235,7 +173,7 @@ class GeoTiffDataset(Dataset):
         return len(self.index)
 
     def _read_image(self, it: RasterItem, win: Window) -> tuple[torch.Tensor, torch.Tensor]:
-        with _open(it.image) as ds:
+        with open_raster(it.image) as ds:
             try:
                 a = ds.read(window=win, boundless=True, fill_value=0, masked=False).astype(np.float32)
             except RasterioError as e:
@@ -263,7 +201,7 @@ class GeoTiffDataset(Dataset):
         ign = self.hierarchy.ignore_index
         if it.label is None:
             return torch.full((self.hierarchy.num_levels, *shape), ign, dtype=torch.long)
-        with _open(it.label) as ls:
+        with open_raster(it.label) as ls:
             try:
                 raw = ls.read(window=win, boundless=True, fill_value=0)
             except RasterioError as e:
@@ -330,139 +268,3 @@ class GeoTiffDataset(Dataset):
     def __repr__(self) -> str:
         return (f"GeoTiffDataset(source={self.source!r}, rasters={len(self.items)}, samples={len(self)}, "
                 f"bands={self.num_bands}, tile={self.tile_size}, fit={self.fit!r}, tree={self.hierarchy.name!r})")  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------
-# adapters
-# --------------------------------------------------------------------------------------------
-def _require_dir(p: Path, what: str) -> Path:
-    p = Path(p)
-    if not p.is_dir():
-        raise FileNotFoundError(f"{what} folder not found: {p}")
-    return p
-
-
-def _nonempty(files: list, where: Path, pattern: str) -> list:
-    if not files:
-        raise FileNotFoundError(f"no images matching {pattern!r} in {where} (empty folder?)")
-    return files
-
-
-def folder_items(image_dir: str | Path, label_dir: str | Path | None, pattern: str = "*.tif",
-                 label_suffix: str | None = None, scene_from_parent: bool = False,
-                 recursive: bool = False) -> list[RasterItem]:  # fmt: skip
-    """Pairs ``image_dir/<stem><ext>`` with ``label_dir/<stem><label_suffix>`` (default: the same name).
-
-    With ``recursive`` the relative sub-folder is kept for the label (and is the scene label when
-    ``scene_from_parent``)."""
-    image_dir = _require_dir(Path(image_dir), "image")
-    label_root = _require_dir(Path(label_dir), "label") if label_dir is not None else None
-    files = sorted(image_dir.rglob(pattern) if recursive else image_dir.glob(pattern))
-    items = []
-    for f in _nonempty(files, image_dir, pattern):
-        rel = f.relative_to(image_dir)
-        lab = None
-        if label_root is not None:
-            lab = (
-                label_root / rel.parent / (f.stem + (label_suffix if label_suffix is not None else f.suffix))
-            )
-        items.append(RasterItem(f, lab, scene=rel.parent.name if scene_from_parent else ""))
-    return items
-
-
-def gid15_items(root: str | Path) -> list[RasterItem]:
-    """GID-15 patches: ``image/<scene>/<n>.tif`` + ``label_gray/<scene>/<n>.tif``; scene = folder name."""
-    root = _require_dir(Path(root), "GID-15")
-    return folder_items(root / "image", root / "label_gray", "*.tif", scene_from_parent=True, recursive=True)
-
-
-_AGNET = re.compile(r"lc8_(\d+)_(\d+)_(\d+)\.tif$")
-
-
-def agnet_items(root: str | Path) -> list[RasterItem]:
-    """Ag-Net tiles: ``image/lc8_<date>_<row>_<col>.tif`` + ``target/cdl_<date>_<row>_<col>.tif``.
-    ``extra`` holds the tile-grid ``row`` and ``col`` (for spatial splits)."""
-    root = _require_dir(Path(root), "Ag-Net")
-    img_dir = _require_dir(root / "image", "Ag-Net image")
-    items = []
-    for f in _nonempty(sorted(img_dir.glob("lc8_*.tif")), img_dir, "lc8_*.tif"):
-        m = _AGNET.search(f.name)
-        if not m:
-            raise ValueError(f"{f}: Ag-Net image names must look like lc8_<date>_<row>_<col>.tif")
-        date, row, col = m.groups()
-        items.append(RasterItem(f, root / "target" / f"cdl_{date}_{row}_{col}.tif", scene=f"{row}_{col}",
-                                extra={"row": int(row), "col": int(col)}))  # fmt: skip
-    return items
-
-
-def mm5b_items(root: str | Path, source: str) -> list[RasterItem]:
-    """MM-5B layout: ``<root>/<source>/image/<scene>.tif`` + ``<root>/<source>/label/<scene>.tif``."""
-    src = _require_dir(Path(root) / source, f"MM-5B source {source!r}")
-    items = folder_items(src / "image", src / "label", "*.tif")
-    return [RasterItem(it.image, it.label, scene=it.image.stem) for it in items]
-
-
-def whdld_items(root: str | Path) -> list[RasterItem]:
-    """WHDLD: ``Images/<id>.jpg`` + colour-coded ``ImagesPNG/<id>.png`` (use ``WHDLD_COLORS``)."""
-    root = _require_dir(Path(root), "WHDLD")
-    return folder_items(root / "Images", root / "ImagesPNG", "*.jpg", label_suffix=".png")
-
-
-def dlrsd_items(root: str | Path, image_subdir: str = "Images", label_subdir: str = "Labels",
-                image_pattern: str = "*.tif", label_suffix: str = ".png") -> list[RasterItem]:  # fmt: skip
-    """DLRSD (UC Merced images + DLRSD labels): ``Images/<class>/<id>.tif`` + ``Labels/<class>/<id>.png``.
-
-    Scene label = class folder; ``denseresidential`` / ``mediumresidential`` / ``sparseresidential``
-    become scene ``residential`` with sub-label ``dense`` / ``medium`` / ``sparse`` (HIR's merge)."""
-    root = _require_dir(Path(root), "DLRSD")
-    items = folder_items(root / image_subdir, root / label_subdir, image_pattern, label_suffix,
-                         scene_from_parent=True, recursive=True)  # fmt: skip
-    out = []
-    for it in items:
-        m = re.fullmatch(r"(dense|medium|sparse)[ _]?residential", it.scene, flags=re.I)
-        out.append(RasterItem(it.image, it.label, "residential", m.group(1).lower()) if m else it)
-    return out
-
-
-def resample_label(label_path: str | Path, like_path: str | Path, out_path: str | Path) -> Path:
-    """Write ``label_path`` resampled onto ``like_path``'s grid: nearest when the target is finer,
-    mode when it is coarser (how MM-5B aligns its 4 m labels to the 1 m and 10 m sources)."""
-    from rasterio.warp import Resampling, reproject
-
-    with _open(label_path) as src, _open(like_path) as like:
-        data = src.read(1)
-        coarser = abs(like.transform.a) > abs(src.transform.a)
-        out = np.zeros((like.height, like.width), data.dtype)
-        reproject(data, out, src_transform=src.transform, src_crs=src.crs, dst_transform=like.transform,
-                  dst_crs=like.crs, resampling=Resampling.mode if coarser else Resampling.nearest,
-                  src_nodata=src.nodata, dst_nodata=src.nodata)  # fmt: skip
-        profile = src.profile | {"height": like.height, "width": like.width, "transform": like.transform,
-                                 "crs": like.crs}  # fmt: skip
-    profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
-    with rasterio.open(out_path, "w", **profile) as dst:
-        dst.write(out, 1)
-    return Path(out_path)
-
-
-def write_geotiff(path: str | Path, data: np.ndarray, transform, crs, nodata: float | None = None,
-                  band_names: Sequence[str] | None = None, colormap: Mapping[int, tuple] | None = None,
-                  tags: Mapping[str, str] | None = None, block: int = 128) -> Path:  # fmt: skip
-    """Write ``data`` (C x H x W or H x W) as a tiled, deflate-compressed GeoTIFF (deterministic bytes)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = data[None] if data.ndim == 2 else data
-    c, h, w = arr.shape
-    profile = {"driver": "GTiff", "height": h, "width": w, "count": c, "dtype": arr.dtype.name, "crs": crs,
-               "transform": transform, "compress": "deflate", "predictor": 2, "nodata": nodata,
-               "interleave": "pixel" if c > 1 else "band"}  # fmt: skip
-    if h >= block and w >= block:
-        profile |= {"tiled": True, "blockxsize": block, "blockysize": block}
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(arr)
-        for i, name in enumerate(band_names or []):
-            dst.set_band_description(i + 1, name)
-        if colormap is not None and c == 1:
-            dst.write_colormap(1, dict(colormap))
-        if tags:
-            dst.update_tags(**tags)
-    return path

@@ -14,493 +14,35 @@ and, for ``source: synthetic``, the generated rasters::
     whdld/{image,label}/scene_XXX.tif               WHDLD-like RGB domain (whdld tree)
     retrieval/{image,label,label_mm5b}/*.tif + index.csv   scene patches (scene + sub-label)
 
-:func:`build_dataset` turns a prepared folder (or a raw dataset root such as ``../shared/data/gid15``)
-into a :class:`~hierars.data.geotiff.GeoTiffDataset` with the stored normalisation applied.
+:func:`~hierars.data.datasets.build_dataset` turns a prepared folder (or a raw dataset root such as
+``../shared/data/gid15``) into a :class:`~hierars.data.geotiff.GeoTiffDataset` with the stored
+normalisation applied.
+
+The stage lives here (manifest, splits, statistics, summary); the generated rasters come from
+:mod:`hierars.data.generate`, the configuration from :mod:`hierars.data.config`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import time
-from collections.abc import Callable, Mapping
-from functools import lru_cache
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from rasterio.crs import CRS
-from rasterio.transform import from_origin
-from tqdm.auto import tqdm
 
-from hierars.data import synthetic as syn
-from hierars.data.geotiff import (
-    WHDLD_COLORS,
-    GeoTiffDataset,
-    RasterItem,
-    agnet_items,
-    dlrsd_items,
-    folder_items,
-    gid15_items,
-    mm5b_items,
-    whdld_items,
-    write_geotiff,
-)
+from hierars.data.config import PrepareConfig
+from hierars.data.datasets import DATASETS, dataset_from_items, real_items, split_real
+from hierars.data.generate import write_crop10m, write_mm5b, write_retrieval, write_whdld
+from hierars.data.labels import load_hierarchy, raw_values, unlabeled_value
+from hierars.data.manifest import item_dict, rel_path
+from hierars.data.rasters import RasterItem, open_raster, tile_windows
 from hierars.data.stats import band_stats
 from hierars.hierarchy import Hierarchy
 
-__all__ = [
-    "SyntheticConfig",
-    "DomainConfig",
-    "RetrievalConfig",
-    "PrepareConfig",
-    "prepare",
-    "build_dataset",
-    "load_hierarchy",
-    "read_retrieval_index",
-    "preview_rows",
-    "DATASETS",
-]
+__all__ = ["prepare", "load_hierarchy"]
 
-CRS_UTM = CRS.from_epsg(32650)  # WGS 84 / UTM 50N (central China)
 
-#: dataset name -> default tree, tile size, tiling rule, bands, resolution (m) for the synthetic and real data.
-DATASETS: dict[str, dict] = {
-    "rgb": {"adapter": "mm5b", "tree": "mm5b", "tile_size": 128, "fit": "pad", "bands": list(syn.SOURCES["rgb"][1]),
-            "resolution_m": 2.0},
-    "gf2": {"adapter": "mm5b", "tree": "mm5b", "tile_size": 128, "fit": "pad", "bands": list(syn.SOURCES["gf2"][1]),
-            "resolution_m": 4.0},
-    "s2": {"adapter": "mm5b", "tree": "mm5b", "tile_size": 128, "fit": "pad", "bands": list(syn.SOURCES["s2"][1]),
-           "resolution_m": 10.0},
-    "crop10m": {"adapter": "folder", "tree": "crop10m", "tile_size": 128, "fit": "pad",
-                "bands": list(syn.SOURCES["s2"][1]), "resolution_m": 10.0},
-    "whdld": {"adapter": "folder", "tree": "whdld", "tile_size": 256, "fit": "pad",
-              "bands": list(syn.SOURCES["rgb"][1]), "resolution_m": 2.0},
-    "retrieval": {"adapter": "retrieval", "tree": "whdld", "tile_size": None, "fit": "crop",
-                  "bands": list(syn.SOURCES["rgb"][1]), "resolution_m": 2.0},
-    "gid15": {"adapter": "gid15", "tree": "gid15", "tile_size": 224, "fit": "crop", "bands": ["red", "green", "blue"],
-              "resolution_m": 4.0},
-    "agnet": {"adapter": "agnet", "tree": "agnet_lclu", "tile_size": 128, "fit": "crop",
-              "bands": ["B1", "B2", "B3", "B4", "B5", "B6", "B7"], "resolution_m": 30.0},
-    "whdld_real": {"adapter": "whdld", "tree": "whdld", "tile_size": 256, "fit": "crop", "bands": ["red", "green", "blue"],
-                   "resolution_m": 2.0},
-    "dlrsd": {"adapter": "dlrsd", "tree": None, "tile_size": 256, "fit": "crop", "bands": ["red", "green", "blue"],
-              "resolution_m": 0.3},
-}  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------
-# configuration
-# --------------------------------------------------------------------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SyntheticConfig(_Strict):
-    """MM-5B-like benchmark: ``n_scenes`` scenes of ``scene_size_m`` (a multiple of 20 m)."""
-
-    n_scenes: int = Field(16, ge=2)
-    scene_size_m: int = Field(1280, ge=320)
-    val_every: int = Field(4, ge=2, description="every k-th scene is a validation scene")
-    haze: float = Field(0.02, ge=0, le=0.2)
-    noise: float = Field(1.0, ge=0, le=10)
-
-    @field_validator("scene_size_m")
-    @classmethod
-    def _multiple_of_20(cls, v: int) -> int:
-        if v % 20:
-            raise ValueError(f"scene_size_m must be a multiple of 20 m (2, 4 and 10 m grids), got {v}")
-        return v
-
-
-class DomainConfig(_Strict):
-    """A transfer target domain generated by the same generator (0 scenes: skip)."""
-
-    n_scenes: int = Field(6, ge=0)
-    scene_size_m: int = Field(2560, ge=320)
-    val_every: int = Field(3, ge=2)
-
-
-class RetrievalConfig(_Strict):
-    """Retrieval archive of RGB scene patches (0 per class: skip)."""
-
-    per_class: int = Field(10, ge=0)
-    per_density: int = Field(
-        12, ge=0, description="residential patches per density (dense / medium / sparse)"
-    )
-    patch_px: int = Field(128, ge=32)
-    query_fraction: float = Field(0.3, gt=0, lt=1)
-
-
-class PrepareConfig(_Strict):
-    """``params.yaml`` -> ``prepare`` section.
-
-    ``source``: ``synthetic`` (generate everything; the default) or a real layout read in place
-    from ``root``: ``gid15``, ``agnet``, ``mm5b`` (per-source folders; ``sources`` lists them),
-    ``whdld``, ``folder`` (``root/image`` + ``root/label``; give ``hierarchy``).
-    """
-
-    source: Literal["synthetic", "gid15", "agnet", "mm5b", "whdld", "folder"] = "synthetic"
-    root: str | None = None
-    hierarchy: str | None = None
-    seed: int | None = None
-    sources: list[Literal["rgb", "gf2", "s2"]] = ["rgb", "gf2", "s2"]
-    synthetic: SyntheticConfig = SyntheticConfig()
-    crop10m: DomainConfig = DomainConfig(n_scenes=6, scene_size_m=2560)
-    whdld: DomainConfig = DomainConfig(n_scenes=6, scene_size_m=1024)
-    retrieval: RetrievalConfig = RetrievalConfig()
-    tile_size: dict[str, int] = {}
-    val_fraction: float = Field(0.25, gt=0, lt=1)
-    val_rows: list[int] = [24, 25]
-    buffer_rows: list[int] = []
-    strict: bool = True
-
-    @model_validator(mode="after")
-    def _root_for_real(self) -> PrepareConfig:
-        if self.source != "synthetic" and not self.root:
-            raise ValueError(
-                f"prepare.source={self.source!r} reads real data: set prepare.root to its folder"
-            )
-        if self.source == "folder" and not self.hierarchy:
-            raise ValueError("prepare.source='folder' needs prepare.hierarchy (a tree YAML)")
-        return self
-
-    @classmethod
-    def from_params(cls, params: Mapping) -> PrepareConfig:
-        """Validate ``params["prepare"]``; the shared top-level ``seed`` fills ``seed`` if unset."""
-        section = dict(params.get("prepare") or {})
-        if section.get("seed") is None and "seed" in params:
-            section["seed"] = params["seed"]
-        return cls(**section)
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-def load_hierarchy(tree: str | Path | Hierarchy) -> Hierarchy:
-    """A Hierarchy from an object, a YAML path, or a short name (``mm5b`` -> configs/hierarchies/mm5b.yaml)."""
-    if isinstance(tree, Hierarchy):
-        return tree
-    return _load_tree(str(tree))
-
-
-@lru_cache(maxsize=32)
-def _load_tree(tree: str) -> Hierarchy:
-    return Hierarchy.load(tree)
-
-
-def _raw_values(h: Hierarchy) -> dict[str, int]:
-    """leaf name -> raw value written to label rasters (the first listed in the YAML)."""
-    if not h.leaf_raw_values:
-        return {n: i for i, n in enumerate(h.names[-1])}
-    return {leaf: vals[0] for leaf, vals in h.leaf_raw_values.items()}
-
-
-def _unlabeled_value(h: Hierarchy) -> int:
-    return int(h.ignore_values[0]) if h.ignore_values else h.ignore_index
-
-
-def _colormap(h: Hierarchy) -> dict[int, tuple[int, int, int, int]]:
-    pal = h.palettes()[-1]
-    raw = _raw_values(h)
-    cmap = {v: (*map(int, pal[h.names[-1].index(leaf)]), 255) for leaf, v in raw.items()}
-    cmap[_unlabeled_value(h)] = (0, 0, 0, 255)
-    return cmap
-
-
-def _label_tags(h: Hierarchy) -> dict[str, str]:
-    return {"hierarchy": h.name, "class_values": json.dumps(_raw_values(h)),
-            "unlabeled_value": str(_unlabeled_value(h))}  # fmt: skip
-
-
-def _sem_lut(h: Hierarchy, domain: str) -> np.ndarray:
-    """uint8 LUT semantic class index (and 255) -> raw label value of the domain's tree."""
-    to_leaf = syn.semantic_to_leaf(domain)
-    raw = _raw_values(h)
-    lut = np.full(256, _unlabeled_value(h), np.uint8)
-    for i, c in enumerate(syn.SEMANTIC_CLASSES):
-        leaf = to_leaf(c)
-        if leaf not in raw:
-            raise ValueError(f"semantic class {c!r} maps to {leaf!r}, which is not a leaf of {h.name!r}")
-        lut[i] = raw[leaf]
-    return lut
-
-
-def _rel(p: Path, base: Path) -> str:
-    try:
-        return str(Path(p).resolve().relative_to(base.resolve()))
-    except ValueError:
-        return str(Path(p).resolve())
-
-
-def _item_dict(it: RasterItem, base: Path) -> dict:
-    return {"image": _rel(it.image, base), "label": _rel(it.label, base) if it.label else None,
-            "scene": it.scene, "sub_label": it.sub_label}  # fmt: skip
-
-
-def _item_from(d: Mapping, base: Path) -> RasterItem:
-    def absolute(p):
-        return None if p is None else (Path(p) if Path(p).is_absolute() else base / p)
-
-    return RasterItem(
-        absolute(d["image"]), absolute(d.get("label")), d.get("scene", ""), d.get("sub_label", "")
-    )
-
-
-def _scene_rng(seed: int, domain: str, k: int) -> np.random.Generator:
-    tag = sum(ord(c) * 31**i for i, c in enumerate(domain)) % (1 << 31)
-    return np.random.default_rng([seed, tag, k])
-
-
-def _class_shares(paths: list[Path], h: Hierarchy) -> dict[str, float]:
-    import rasterio
-
-    raw = _raw_values(h)
-    counts = np.zeros(256, np.int64)
-    for p in paths:
-        with rasterio.open(p) as ds:
-            counts += np.bincount(ds.read(1).ravel(), minlength=256)[:256]
-    tot = counts.sum()
-    out = {leaf: round(float(counts[v] / tot), 5) for leaf, v in raw.items()}
-    out["unlabeled"] = round(float(counts[_unlabeled_value(h)] / tot), 5)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# synthetic writers
-# --------------------------------------------------------------------------------------------
-# features forced per scene, cycled separately inside the train and the val scenes so that both
-# splits contain every class
-_MM5B_CYCLE: tuple[tuple[str, ...], ...] = (
-    ("urban", "stadium", "highway", "river"),
-    ("rail", "pond_cluster", "industrial_park", "urban"),
-    ("airport", "river", "pond_cluster"),
-    ("urban", "highway", "rail", "stadium"),
-)
-
-
-def _labels_per_source(sem_raw: np.ndarray, render_res: float, sources: list[str]) -> dict[str, np.ndarray]:
-    """The canonical 4 m label (area mode of the render-grid label), then nearest / mode onto
-    each source grid (as MM-5B aligns its 4 m labels to 1 m and 10 m imagery)."""
-    f4 = int(round(4.0 / render_res))
-    lab4 = syn.block_mode(sem_raw, f4) if f4 > 1 else sem_raw
-    up = np.repeat(np.repeat(lab4, f4, 0), f4, 1)  # the 4 m label on the render grid
-    out = {}
-    for s in sources:
-        r = syn.SOURCES[s][0]
-        if r == 4.0:
-            out[s] = lab4
-        elif r < 4.0:
-            k = int(round(4.0 / r))
-            out[s] = np.repeat(np.repeat(lab4, k, 0), k, 1)
-        else:
-            out[s] = syn.block_mode(up, int(round(r / render_res)))
-    return out
-
-
-def _write_mm5b(cfg: PrepareConfig, out: Path, seed: int) -> dict[str, dict[str, list[RasterItem]]]:
-    sc = cfg.synthetic
-    h = load_hierarchy(cfg.hierarchy or "mm5b")
-    lut = _sem_lut(h, "mm5b")
-    render_res = 2.0
-    n = int(round(sc.scene_size_m / render_res))
-    splits: dict[str, dict[str, list[RasterItem]]] = {s: {"train": [], "val": []} for s in cfg.sources}
-    counters = {"train": 0, "val": 0}
-    cmap, tags = _colormap(h), _label_tags(h)
-    for k in tqdm(range(sc.n_scenes), desc="mm5b scenes"):
-        split = "val" if k % sc.val_every == sc.val_every - 1 else "train"
-        force = _MM5B_CYCLE[counters[split] % len(_MM5B_CYCLE)]
-        counters[split] += 1
-        rng = _scene_rng(seed, "mm5b", k)
-        lay = syn.layout_scene(rng, n, render_res, syn.SceneRecipe(), force=force)
-        refl = syn.render_reflectance(lay, rng)
-        labels = _labels_per_source(lut[lay.sem], render_res, cfg.sources)
-        name = f"scene_{k:03d}"
-        x0, y0 = 500000.0 + k * (sc.scene_size_m + 2000.0), 3500000.0
-        for s in cfg.sources:
-            res, bands, _ = syn.SOURCES[s]
-            img = syn.render_source(refl, render_res, s, rng, haze=sc.haze, noise_scale=sc.noise)
-            tr = from_origin(x0, y0, res, res)
-            ip = write_geotiff(
-                out / "mm5b" / s / "image" / f"{name}.tif",
-                img,
-                tr,
-                CRS_UTM,
-                band_names=bands,
-                tags={"source": s, "resolution_m": str(res), "scale": "1" if s == "rgb" else "1e-4"},
-            )
-            lp = write_geotiff(out / "mm5b" / s / "label" / f"{name}.tif", labels[s], tr, CRS_UTM,
-                               nodata=_unlabeled_value(h), colormap=cmap, tags=tags)  # fmt: skip
-            splits[s][split].append(RasterItem(ip, lp, scene=name))
-    return splits
-
-
-def _write_crop10m(cfg: PrepareConfig, out: Path, seed: int) -> dict[str, list[RasterItem]]:
-    dc = cfg.crop10m
-    h = load_hierarchy("crop10m")
-    lut = _sem_lut(h, "crop10m")
-    render_res = 5.0
-    n = int(round(dc.scene_size_m / render_res))
-    recipe = syn.SceneRecipe(
-        forest=(0.03, 0.1), meadow=(0.02, 0.06), bare=(0.0, 0.02), river=0.5, lakes=(0, 1), pond_cluster=0.1,
-        ponds=(0, 3), urban=0.1, villages=(1, 4), industrial_park=0.1, highways=(0, 1), rail=0.1, airport=0.0,
-        block_m=900.0, parcel_m=(80.0, 220.0), paddy_bias=0.05,
-        crops={"rice": 0.3, "maize": 0.35, "soybean": 0.25, "other_crop": 0.1},
-    )  # fmt: skip
-    splits: dict[str, list[RasterItem]] = {"train": [], "val": []}
-    cmap, tags = _colormap(h), _label_tags(h)
-    for k in tqdm(range(dc.n_scenes), desc="crop10m scenes"):
-        split = "val" if k % dc.val_every == dc.val_every - 1 else "train"
-        rng = _scene_rng(seed, "crop10m", k)
-        lay = syn.layout_scene(rng, n, render_res, recipe)
-        refl = syn.render_reflectance(lay, rng)
-        img = syn.render_source(refl, render_res, "s2", rng)
-        lab = syn.block_mode(lut[lay.sem], 2)
-        name = f"scene_{k:03d}"
-        tr = from_origin(300000.0 + k * (dc.scene_size_m + 5000.0), 5200000.0, 10.0, 10.0)
-        ip = write_geotiff(out / "crop10m" / "image" / f"{name}.tif", img, tr, CRS.from_epsg(32652),
-                           band_names=syn.SOURCES["s2"][1], tags={"source": "s2", "scale": "1e-4"})  # fmt: skip
-        lp = write_geotiff(out / "crop10m" / "label" / f"{name}.tif", lab, tr, CRS.from_epsg(32652),
-                           nodata=_unlabeled_value(h), colormap=cmap, tags=tags)  # fmt: skip
-        splits[split].append(RasterItem(ip, lp, scene=name))
-    return splits
-
-
-def _whdld_label(lay: syn.SceneLayout, h: Hierarchy) -> np.ndarray:
-    raw = _raw_values(h)
-    lut = np.array([raw[c] for c in syn.WHDLD_CLASSES], np.uint8)
-    lab = lut[syn.material_to_whdld(lay)]
-    lab[lay.sem == syn.UNLABELED] = _unlabeled_value(h)
-    return lab
-
-
-def _write_whdld(cfg: PrepareConfig, out: Path, seed: int) -> dict[str, list[RasterItem]]:
-    dc = cfg.whdld
-    h = load_hierarchy("whdld")
-    n = int(round(dc.scene_size_m / 2.0))
-    recipe = syn.SceneRecipe(urban=0.9, villages=(1, 3), industrial_park=0.5, highways=(1, 2), rail=0.2,
-                             airport=0.0, lakes=(0, 1), block_m=350.0)  # fmt: skip
-    splits: dict[str, list[RasterItem]] = {"train": [], "val": []}
-    cmap, tags = _colormap(h), _label_tags(h)
-    for k in tqdm(range(dc.n_scenes), desc="whdld scenes"):
-        split = "val" if k % dc.val_every == dc.val_every - 1 else "train"
-        rng = _scene_rng(seed, "whdld", k)
-        lay = syn.layout_scene(rng, n, 2.0, recipe, force=("urban",))
-        img = syn.render_source(syn.render_reflectance(lay, rng), 2.0, "rgb", rng)
-        name = f"scene_{k:03d}"
-        tr = from_origin(200000.0 + k * (dc.scene_size_m + 2000.0), 3380000.0, 2.0, 2.0)
-        ip = write_geotiff(out / "whdld" / "image" / f"{name}.tif", img, tr, CRS.from_epsg(32649),
-                           band_names=syn.SOURCES["rgb"][1])  # fmt: skip
-        lp = write_geotiff(out / "whdld" / "label" / f"{name}.tif", _whdld_label(lay, h), tr, CRS.from_epsg(32649),
-                           nodata=_unlabeled_value(h), colormap=cmap, tags=tags)  # fmt: skip
-        splits[split].append(RasterItem(ip, lp, scene=name))
-    return splits
-
-
-def _write_retrieval(cfg: PrepareConfig, out: Path, seed: int) -> dict[str, list[RasterItem]]:
-    rc = cfg.retrieval
-    hw, hm = load_hierarchy("whdld"), load_hierarchy("mm5b")
-    lut_m = _sem_lut(hm, "mm5b")
-    jobs = []
-    for scene in syn.RETRIEVAL_SCENES:
-        if scene == "residential":
-            jobs += [(scene, d, i) for d in syn.RESIDENTIAL_DENSITY for i in range(rc.per_density)]
-        else:
-            jobs += [(scene, "", i) for i in range(rc.per_class)]
-    rows, splits = [], {"archive": [], "query": []}
-    n = rc.patch_px
-    for j, (scene, sub, i) in enumerate(tqdm(jobs, desc="retrieval patches")):
-        rng = _scene_rng(seed, f"retrieval/{scene}/{sub}", i)
-        lay = syn.layout_retrieval_patch(rng, n, 2.0, scene, sub)
-        img = syn.render_source(syn.render_reflectance(lay, rng), 2.0, "rgb", rng)
-        name = f"{scene}{'_' + sub if sub else ''}_{i:03d}"
-        tr = from_origin(100000.0 + (j % 50) * 1000.0, 3300000.0 - (j // 50) * 1000.0, 2.0, 2.0)
-        ip = write_geotiff(
-            out / "retrieval" / "image" / f"{name}.tif", img, tr, CRS_UTM, band_names=("red", "green", "blue")
-        )
-        lp = write_geotiff(out / "retrieval" / "label" / f"{name}.tif", _whdld_label(lay, hw), tr, CRS_UTM,
-                           nodata=_unlabeled_value(hw), colormap=_colormap(hw), tags=_label_tags(hw))  # fmt: skip
-        lm = write_geotiff(out / "retrieval" / "label_mm5b" / f"{name}.tif", lut_m[lay.sem], tr, CRS_UTM,
-                           nodata=_unlabeled_value(hm), colormap=_colormap(hm), tags=_label_tags(hm))  # fmt: skip
-        n_group = rc.per_density if scene == "residential" else rc.per_class
-        n_query = min(n_group - 1, max(1, round(rc.query_fraction * n_group)))  # the archive is never empty
-        split = "query" if i >= n_group - n_query else "archive"
-        splits[split].append(RasterItem(ip, lp, scene, sub))
-        rows.append({"image": _rel(ip, out), "label": _rel(lp, out), "label_mm5b": _rel(lm, out), "scene": scene,
-                     "sub_label": sub, "withheld": int(bool(sub)), "split": split})  # fmt: skip
-    with open(out / "retrieval" / "index.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return splits
-
-
-def read_retrieval_index(data_dir: str | Path) -> list[dict]:
-    """Rows of ``retrieval/index.csv`` with absolute paths: image, label (whdld tree), label_mm5b,
-    scene (training label; residential merged), sub_label (dense / medium / sparse, withheld), split."""
-    base = Path(data_dir)
-    p = base / "retrieval" / "index.csv"
-    if not p.exists():
-        raise FileNotFoundError(
-            f"retrieval index not found: {p} (run the prepare stage with retrieval.per_class > 0)"
-        )
-    with open(p) as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        for k in ("image", "label", "label_mm5b"):
-            r[k] = str(base / r[k])
-        r["withheld"] = bool(int(r["withheld"]))
-    return rows
-
-
-# --------------------------------------------------------------------------------------------
-# real-data splits
-# --------------------------------------------------------------------------------------------
-def _split_real(source: str, items: list[RasterItem], cfg_like: Mapping) -> dict[str, list[RasterItem]]:
-    """gid15: stratified by scene folder; agnet: by tile-grid rows (``val_rows``, ``buffer_rows``
-    dropped); others: seeded random by raster."""
-    rng = np.random.default_rng(cfg_like.get("seed", 0) or 0)
-    vf = float(cfg_like.get("val_fraction", 0.25))
-    if source == "agnet":
-        val_rows, buf = set(cfg_like.get("val_rows", [24, 25])), set(cfg_like.get("buffer_rows", []))
-        rows = {it.extra["row"] for it in items}
-        if not val_rows & rows:
-            raise ValueError(f"agnet: val_rows {sorted(val_rows)} are not among the tile rows {sorted(rows)}")
-        return {"train": [it for it in items if it.extra["row"] not in val_rows | buf],
-                "val": [it for it in items if it.extra["row"] in val_rows]}  # fmt: skip
-    groups: dict[str, list[RasterItem]] = {}
-    for it in items:
-        groups.setdefault(it.scene if source == "gid15" else "", []).append(it)
-    train, val = [], []
-    for key in sorted(groups):
-        g = groups[key]
-        perm = rng.permutation(len(g))
-        k = int(round(vf * len(g)))
-        val += [g[i] for i in sorted(perm[:k])]
-        train += [g[i] for i in sorted(perm[k:])]
-    return {"train": train, "val": val}
-
-
-def _real_items(source: str, root: Path, mm5b_source: str | None = None) -> list[RasterItem]:
-    if source == "gid15":
-        return gid15_items(root)
-    if source == "agnet":
-        return agnet_items(root)
-    if source == "whdld_real":
-        return whdld_items(root)
-    if source == "dlrsd":
-        return dlrsd_items(root)
-    if source in ("rgb", "gf2", "s2"):
-        return mm5b_items(root, source)
-    if source == "folder":
-        return folder_items(root / "image", root / "label")
-    raise ValueError(f"unknown dataset source {source!r}; expected one of {sorted(DATASETS)} or 'folder'")
-
-
-# --------------------------------------------------------------------------------------------
-# the stage
-# --------------------------------------------------------------------------------------------
 def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
     """Run the prepare stage into ``out_dir`` (see the module docstring); returns the summary dict."""
     cfg = cfg if isinstance(cfg, PrepareConfig) else PrepareConfig(**cfg)
@@ -514,30 +56,30 @@ def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
 
     def entry(name: str, root: Path | str, tree: str | None, **kw) -> dict:
         d = dict(DATASETS.get(name, DATASETS.get(cfg.source, {})))
-        d.update(root=_rel(Path(root), out), tree=tree or d.get("tree"), **kw)
+        d.update(root=rel_path(Path(root), out), tree=tree or d.get("tree"), **kw)
         if name in cfg.tile_size:
             d["tile_size"] = int(cfg.tile_size[name])
         return d
 
     if cfg.source == "synthetic":
         t = time.perf_counter()
-        for s, sp in _write_mm5b(cfg, out, seed).items():
+        for s, sp in write_mm5b(cfg, out, seed).items():
             splits[s] = sp
             datasets[s] = entry(s, out / "mm5b", cfg.hierarchy or "mm5b", source=s)
         timings["mm5b"] = time.perf_counter() - t
         if cfg.crop10m.n_scenes:
             t = time.perf_counter()
-            splits["crop10m"] = _write_crop10m(cfg, out, seed)
+            splits["crop10m"] = write_crop10m(cfg, out, seed)
             datasets["crop10m"] = entry("crop10m", out / "crop10m", "crop10m")
             timings["crop10m"] = time.perf_counter() - t
         if cfg.whdld.n_scenes:
             t = time.perf_counter()
-            splits["whdld"] = _write_whdld(cfg, out, seed)
+            splits["whdld"] = write_whdld(cfg, out, seed)
             datasets["whdld"] = entry("whdld", out / "whdld", "whdld")
             timings["whdld"] = time.perf_counter() - t
         if cfg.retrieval.per_class or cfg.retrieval.per_density:
             t = time.perf_counter()
-            splits["retrieval"] = _write_retrieval(cfg, out, seed)
+            splits["retrieval"] = write_retrieval(cfg, out, seed)
             datasets["retrieval"] = entry(
                 "retrieval", out / "retrieval", "whdld", tile_size=cfg.retrieval.patch_px
             )
@@ -550,15 +92,15 @@ def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
             else [cfg.source if cfg.source != "whdld" else "whdld_real"]
         )
         for name in names:
-            items = _real_items(name, root)
+            items = real_items(name, root)
             tree = cfg.hierarchy or DATASETS.get(name, {}).get("tree")
             if tree is None:
                 raise ValueError(f"prepare: no default tree for {cfg.source!r}; set prepare.hierarchy")
-            ds = _dataset_from_items(
+            ds = dataset_from_items(
                 name, items, load_hierarchy(tree), DATASETS.get(name, {}), strict=cfg.strict
             )
             del ds  # validated: every pair exists, bands and shapes agree
-            splits[name] = _split_real(name, items, cfg.model_dump())
+            splits[name] = split_real(name, items, cfg.model_dump())
             datasets[name] = entry(name, root if name not in ("rgb", "gf2", "s2") else root, tree,
                                    source=name if name in ("rgb", "gf2", "s2") else None)  # fmt: skip
     t = time.perf_counter()
@@ -569,7 +111,7 @@ def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
     timings["stats"] = time.perf_counter() - t
     manifest = {"kind": cfg.source, "seed": seed, "config": cfg.model_dump(), "datasets": datasets}
     split_json = {
-        n: {k: [_item_dict(it, out) for it in v] for k, v in sp.items()} for n, sp in splits.items()
+        n: {k: [item_dict(it, out) for it in v] for k, v in sp.items()} for n, sp in splits.items()
     }
     summary = {
         "kind": cfg.source,
@@ -591,131 +133,22 @@ def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
 
 
 def _count_tiles(out: Path, name: str, spec: Mapping, items: list[RasterItem]) -> int:
-    from hierars.data.geotiff import _open, tile_windows
-
     n = 0
     for it in items:
-        with _open(it.image) as ds:
+        with open_raster(it.image) as ds:
             n += len(tile_windows(ds.height, ds.width, spec.get("tile_size"), spec.get("fit", "pad")))
     return n
 
 
-def _dataset_from_items(name: str, items: list[RasterItem], h: Hierarchy, spec: Mapping, *, mean=None, std=None,
-                        transforms=None, tile_size=None, fit=None, strict=True) -> GeoTiffDataset:  # fmt: skip
-    return GeoTiffDataset(
-        items, h, tile_size=tile_size if tile_size is not None else spec.get("tile_size"),
-        fit=fit or spec.get("fit", "pad"), mean=mean, std=std, transforms=transforms, source=name, strict=strict,
-        label_colors=WHDLD_COLORS if spec.get("adapter") == "whdld" else None,
-    )  # fmt: skip
+def _class_shares(paths: list[Path], h: Hierarchy) -> dict[str, float]:
+    import rasterio
 
-
-_DIRECT_STATS: dict[tuple[str, str], dict] = {}
-
-
-def build_dataset(
-    data_dir: str | Path,
-    split: str,
-    hierarchy: Hierarchy | str | Path | None = None,
-    source: str = "s2",
-    transforms: Callable[[dict], dict] | None = None,
-    *,
-    tile_size: int | None = None,
-    fit: str | None = None,
-    normalize: bool = True,
-    strict: bool = True,
-) -> GeoTiffDataset:
-    """The ``split`` of dataset ``source`` as a :class:`GeoTiffDataset` of design-doc samples.
-
-    ``data_dir`` is a prepared folder (with ``manifest.json``; ``source`` is one of its datasets:
-    ``rgb`` / ``gf2`` / ``s2`` / ``crop10m`` / ``whdld`` / ``retrieval`` for the synthetic data,
-    ``gid15`` / ``agnet`` / ... for prepared real data) or a raw dataset root read directly
-    (``source`` = ``gid15``, ``agnet``, ``rgb``/``gf2``/``s2`` for an MM-5B root, ``whdld_real``,
-    ``dlrsd``; splits follow the prepare rules with their defaults, statistics are computed on the
-    fly from the train split and cached in memory).
-    ``split``: ``train`` / ``val`` (``archive`` / ``query`` for ``retrieval``) or ``all``.
-    ``hierarchy``: a Hierarchy, a tree YAML or a short name; default: the dataset's tree
-    (e.g. ``agnet`` -> ``agnet_lclu``; pass ``"agnet_crop"`` for the crop tree).
-    Images are normalised per band with the stored mean / std unless ``normalize=False``.
-    """
-    base = Path(data_dir)
-    if not base.is_dir():
-        raise FileNotFoundError(f"data folder not found: {base}")
-    man = base / "manifest.json"
-    if man.exists():
-        manifest = json.loads(man.read_text())
-        if source not in manifest["datasets"]:
-            raise ValueError(f"{man}: no dataset {source!r}; available: {sorted(manifest['datasets'])}")
-        spec = manifest["datasets"][source]
-        all_splits = json.loads((base / "splits.json").read_text())[source]
-        stats = json.loads((base / "stats.json").read_text())[source]
-        by_split = {k: [_item_from(d, base) for d in v] for k, v in all_splits.items()}
-    else:
-        if source not in DATASETS and source != "folder":
-            raise ValueError(f"{base} has no manifest.json; source must name a raw layout {sorted(DATASETS)}")
-        spec = dict(DATASETS.get(source, {"tile_size": None, "fit": "pad", "tree": None}))
-        items = _real_items(source, base)
-        by_split = _split_real(source, items, {"seed": 0})
-        key = (str(base), source)
-        if normalize and key not in _DIRECT_STATS:
-            _DIRECT_STATS[key] = band_stats(by_split["train"], desc=f"stats {source}")
-        stats = _DIRECT_STATS.get(key)
-    if split == "all":
-        items = [it for v in by_split.values() for it in v]
-    elif split in by_split:
-        items = by_split[split]
-    else:
-        raise ValueError(f"dataset {source!r} has splits {sorted(by_split)} (or 'all'), not {split!r}")
-    tree = hierarchy if hierarchy is not None else spec.get("tree")
-    if tree is None:
-        raise ValueError(f"dataset {source!r} has no default tree; pass hierarchy=")
-    h = load_hierarchy(tree)
-    mean = stats["mean"] if normalize and stats else None
-    std = stats["std"] if normalize and stats else None
-    return _dataset_from_items(source, items, h, spec, mean=mean, std=std, transforms=transforms,
-                               tile_size=tile_size, fit=fit, strict=strict)  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------
-# previews for the prepare notebook
-# --------------------------------------------------------------------------------------------
-def preview_rows(
-    data_dir: str | Path, n: int = 3, split: str = "val", size_m: float = 640.0
-) -> tuple[list, list]:
-    """Rows for :func:`hierars.plotting.plot_sample_triplets` and their titles.
-
-    Synthetic data: the top-left ``size_m`` square of ``n`` scenes in the three sources (RGB true
-    colour, GF2 NIR-R-G, S2 B8-B4-B3 false colour) with the 4 m label at every level. Real data:
-    ``n`` samples of the prepared dataset (bands 1-3 or the first three) with their masks."""
-    from rasterio.windows import Window
-
-    from hierars.data.geotiff import read_raster
-    from hierars.plotting import stretch
-
-    base = Path(data_dir)
-    manifest = json.loads((base / "manifest.json").read_text())
-    sets = manifest["datasets"]
-    rows, titles = [], []
-    if {"rgb", "gf2", "s2"} <= set(sets):
-        splits = json.loads((base / "splits.json").read_text())
-        h = load_hierarchy(sets["gf2"]["tree"])
-        for d in splits["gf2"][split][:n]:
-            scene = Path(d["image"]).stem
-            ims = []
-            for s, bands, title in (("rgb", (0, 1, 2), "RGB 2 m"), ("gf2", (3, 2, 1), "GF2 4 m (NIR-R-G)"),
-                                    ("s2", (6, 2, 1), "S2 10 m (B8-B4-B3)")):  # fmt: skip
-                px = int(size_m / syn.SOURCES[s][0])
-                a = read_raster(base / "mm5b" / s / "image" / f"{scene}.tif", Window(0, 0, px, px))
-                ims.append((title, stretch(a.astype(np.float32), bands, 1, 99)))
-            px = int(size_m / 4.0)
-            lab = read_raster(base / "mm5b" / "gf2" / "label" / f"{scene}.tif", Window(0, 0, px, px))[0]
-            rows.append({"images": ims, "mask": h.encode(lab)})
-            titles.append(scene)
-        return rows, titles
-    name = next(iter(sets))
-    ds = build_dataset(base, split, source=name, normalize=False)
-    for i in np.linspace(0, len(ds) - 1, n).astype(int):
-        s = ds[int(i)]
-        bands = (3, 2, 1) if s["image"].shape[0] >= 7 else (0, 1, 2)
-        rows.append({"images": [(name, stretch(s["image"].numpy(), bands))], "mask": s["mask"]})
-        titles.append(Path(s["meta"]["path"]).stem)
-    return rows, titles
+    raw = raw_values(h)
+    counts = np.zeros(256, np.int64)
+    for p in paths:
+        with rasterio.open(p) as ds:
+            counts += np.bincount(ds.read(1).ravel(), minlength=256)[:256]
+    tot = counts.sum()
+    out = {leaf: round(float(counts[v] / tot), 5) for leaf, v in raw.items()}
+    out["unlabeled"] = round(float(counts[unlabeled_value(h)] / tot), 5)
+    return out

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from hierars.data.geotiff import RasterItem, _open
+from hierars.data.rasters import RasterItem, open_raster
 
 __all__ = ["band_stats"]
 
@@ -28,7 +28,7 @@ def band_stats(items: Sequence[RasterItem], max_samples_per_raster: int = 20000,
     sub = []
     bands = None
     for it in tqdm(items, desc=desc, leave=False):
-        with _open(it.image) as ds:
+        with open_raster(it.image) as ds:
             a = ds.read().astype(np.float64)
             nodata = ds.nodata
         if bands is None:
