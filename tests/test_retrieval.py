@@ -266,3 +266,19 @@ def test_build_from_models_and_query_band_check():
         compute_features(np.zeros((4, 64, 64), np.float32), emb, seg, TINY)
     with pytest.raises(IndexMismatchError, match="tree"):
         index.check_compatible(tree=OTHER)
+
+
+def test_evaluate_methods_table_rows():
+    from hierars.retrieval import evaluate_methods, hir_methods
+
+    index = small_index()  # labels x, y, y, y
+    q_emb, q_prop = np.array([[0, 0]], np.float32), props(0.1, 0.1, 0.8)[None]
+    rows = hir_methods("building", 4.0, K=3, level=2)
+    assert list(rows) == ["CBIR", "LCBIR", "HIR (K=3, w=1)", "HIR (K=3, w_building=4)"]
+    out = evaluate_methods(index, q_emb, q_prop, ["y"], rows, ks=(1, 2))
+    # CBIR ranks 0 (x) first: P@1 = 0, P@2 = 0.5, HIR mAP@2 = P(2) = 0.5 ; HIR ranks 2, 1 (y, y): all 1
+    assert out["CBIR"]["P@1"] == 0 and out["CBIR"]["P@2"] == 0.5 and out["CBIR"]["mAP@2"] == 0.5
+    assert out["HIR (K=3, w=1)"] == {"mAP@1": 1.0, "P@1": 1.0, "mAP_std@1": 1.0, "mAP@2": 1.0, "P@2": 1.0,
+                                     "mAP_std@2": 1.0}
+    with pytest.raises(ValueError, match="method must be one of"):
+        evaluate_methods(index, q_emb, q_prop, ["y"], {"bad": {"method": "knn"}}, ks=(1,))

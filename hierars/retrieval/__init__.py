@@ -7,10 +7,12 @@
 - :mod:`.index` — :class:`ArchiveIndex`: embeddings + proportions, faiss exact / IVF, atomic save / load;
 - :mod:`.fingerprints` — model / tree fingerprints and :class:`IndexMismatchError`;
 - :mod:`.search` — :func:`cbir`, :func:`lcbir`, :func:`hir` (top-K then re-rank to top-k);
-- :mod:`.metrics` — P@k, the HIR / DeepHash mAP@k and the standard AP@k.
+- :mod:`.metrics` — P@k, the HIR / DeepHash mAP@k and the standard AP@k;
+- :mod:`.evaluation` — :func:`evaluate_methods`: CBIR / LCBIR / HIR rows of HIR Tables IV and V.
 """
 
 from hierars.retrieval.distances import cosine, euclidean, weighted_manhattan
+from hierars.retrieval.evaluation import evaluate_methods, hir_methods, run_method
 from hierars.retrieval.features import compute_features
 from hierars.retrieval.fingerprints import IndexMismatchError, model_fingerprint, tree_fingerprint
 from hierars.retrieval.index import ArchiveIndex
@@ -38,5 +40,5 @@ __all__ = [
     "ArchiveIndex", "IndexMismatchError", "compute_features", "model_fingerprint", "tree_fingerprint",
     "SearchResult", "cbir", "lcbir", "hir", "rerank",
     "relevance", "precision_at_k", "map_at_k_hir", "map_at_k_standard", "average_precision_hir",
-    "retrieval_metrics",
+    "retrieval_metrics", "evaluate_methods", "hir_methods", "run_method",
 ]  # fmt: skip
