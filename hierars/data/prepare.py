@@ -5,7 +5,7 @@
     manifest.json    datasets: adapter, root, tree, bands, resolution, tile size, tiling rule
     splits.json      per dataset and split: the (image, label, scene, sub_label) rasters
     stats.json       per dataset: per-band mean / std / p02 / p98 over its train split
-    summary.json     counts, class shares, timings (also returned)
+    summary.json     counts and class shares (the returned summary adds timings and the folder)
 
 and, for ``source: synthetic``, the generated rasters::
 
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hierars.atomic import atomic_write_text
 from hierars.data.config import PrepareConfig
 from hierars.data.datasets import DATASETS, dataset_from_items, real_items, split_real
 from hierars.data.generate import write_crop10m, write_mm5b, write_retrieval, write_whdld
@@ -126,9 +127,12 @@ def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
         h = load_hierarchy(cfg.hierarchy or "mm5b")
         gf = splits.get("gf2") or next(iter(splits.values()))
         summary["class_shares_4m"] = _class_shares([it.label for v in gf.values() for it in v], h)
+    # summary.json leaves out the run's timings and absolute folder, so the stage's output is byte-identical
+    # for the same settings (DVC's hash of data/processed reproduces); the returned summary has them.
+    stored = {k: v for k, v in summary.items() if k not in ("out_dir", "seconds")}
     for fname, obj in (("manifest.json", manifest), ("splits.json", split_json), ("stats.json", stats),
-                       ("summary.json", summary)):  # fmt: skip
-        (out / fname).write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+                       ("summary.json", stored)):  # fmt: skip
+        atomic_write_text(out / fname, json.dumps(obj, indent=1, sort_keys=False) + "\n")
     return summary
 
 
