@@ -102,6 +102,8 @@ def test_proportions_from_labels_per_level_and_ignore():
     labels = TINY.lift_all(leaf).permute(1, 0, 2, 3)  # B × L × H × W
     p = proportions_from_labels(labels, TINY.num_classes)
     np.testing.assert_allclose(p[0], props(2 / 3, 0, 1 / 3), rtol=1e-6)
+    p_all = proportions_from_labels(labels, TINY.num_classes, denominator="all")  # ignored pixel counts
+    np.testing.assert_allclose(p_all[0], props(2 / 4, 0, 1 / 4), rtol=1e-6)
 
 
 def test_proportions_from_logits_modes_and_flat_head():

@@ -142,18 +142,22 @@ class ProportionLayout:
         return cols, w
 
 
-def proportions_from_labels(labels: torch.Tensor, num_classes: Sequence[int], ignore_index: int = 255
-                            ) -> np.ndarray:
+def proportions_from_labels(labels: torch.Tensor, num_classes: Sequence[int], ignore_index: int = 255,
+                            denominator: str = "valid") -> np.ndarray:
     """Per-level class proportions of label maps.
 
     Args:
         labels: LongTensor ``B × L × H × W`` (level ``l`` in ``[0, N_l)`` or ``ignore_index``).
         num_classes: ``N_l`` per level.
+        denominator: ``"valid"`` — fractions of the labelled pixels (each block sums to 1); ``"all"`` —
+            fractions of all pixels (ignored pixels count in the total; blocks sum to the labelled share).
+            Predictions have no ignored pixels, so this only matters for ground-truth labels.
 
     Returns:
-        float32 ``B × Σ_l N_l``; each level block sums to 1 over the valid pixels (all zeros for an image
-        without valid pixels).
+        float32 ``B × Σ_l N_l`` (all zeros for an image without valid pixels).
     """
+    if denominator not in ("valid", "all"):
+        raise ValueError(f"denominator must be 'valid' or 'all', got {denominator!r}")
     labels = torch.as_tensor(labels)
     if labels.ndim != 4 or labels.shape[1] != len(num_classes):
         raise ValueError(f"labels must be B×{len(num_classes)}×H×W, got shape {tuple(labels.shape)}")
@@ -165,7 +169,7 @@ def proportions_from_labels(labels: torch.Tensor, num_classes: Sequence[int], ig
         counts = torch.zeros(b, n + 1, dtype=torch.float64, device=y.device)
         counts.scatter_add_(1, torch.where(valid, y, n), torch.ones_like(y, dtype=torch.float64))
         counts = counts[:, :n]
-        total = counts.sum(1, keepdim=True)
+        total = counts.sum(1, keepdim=True) if denominator == "valid" else torch.full_like(counts[:, :1], y.shape[1])
         blocks.append(torch.where(total > 0, counts / total.clamp_min(1), torch.zeros_like(counts)))
     return torch.cat(blocks, 1).float().cpu().numpy()
 
