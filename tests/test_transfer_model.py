@@ -273,3 +273,18 @@ def test_finetune_baseline_is_branch1_alone(mm5b, crop10m):
     assert ft.segmentation_head.head.num_classes == crop10m.num_classes
     assert not torch.equal(next(iter(ft.decoder.parameters())), next(iter(src.decoder.parameters())))
     assert all(p.requires_grad for p in src.parameters())  # the source model is not frozen by this
+
+
+def test_source_model_carries_no_hooks_and_wrapper_can_be_copied(mm5b, crop10m):
+    src = _source(mm5b)
+    model = TransLU(src, crop10m, "mm5b_to_crop10m").eval()
+    x = torch.randn(2, 4, 64, 64)
+    with torch.no_grad():
+        out = model(x)
+    assert not any(m._forward_hooks for m in src.modules())  # hooks live only during Branch 2's pass
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        out2 = clone(x)
+    for a, b in zip(out, out2):
+        assert torch.equal(a, b)
+    assert not any(m._forward_hooks for m in clone.source.modules())

@@ -27,9 +27,9 @@ Where the units go (:func:`interaction_points`; any timm encoder reached through
   groups): stage-wise, one unit on each feature stage's output (stride >= 4);
 - ``every="stage"`` forces stage-wise units everywhere, an int k sets the block interval.
 
-Mechanics: Branch 2 is run first (under ``no_grad``); forward hooks on its interaction modules record their
-outputs. Branch 1 then runs with forward hooks on the same modules that replace each output by the BIU's
-merged output. Branch 2 receives nothing back (the flow is one-way, as in the paper), so the two encoders
+Mechanics: Branch 2 is run first (under ``no_grad``); forward hooks on its interaction modules, registered
+for that pass only, record their outputs. Branch 1 then runs with (permanent) forward hooks on the same
+modules that replace each output by the BIU's merged output. Branch 2 receives nothing back (the flow is one-way, as in the paper), so the two encoders
 need no lock-step rewrite of timm's stage code.
 """
 
@@ -262,27 +262,22 @@ class CDKS(nn.Module):
         m1, m2 = _feature_model(encoder1), _feature_model(encoder2)
         self.channels_last = _is_channels_last(m2)
         self._tape = _Tape()
-        recorders = [m2.get_submodule(p.name).register_forward_hook(_RecordHook(self._tape, i))
-                     for i, p in enumerate(self.points)]
-        dims = self._probe(encoder2, in_channels, probe_size)
-        for h in recorders:
-            h.remove()
+        self._source = [m2]  # a plain list: Branch 2 is not a submodule of CDKS (nor saved with it)
+        with self.record():
+            dims = self._probe(encoder2, in_channels, probe_size)
         self.units = nn.ModuleList(BranchInteractionUnit(d, **unit_kwargs) for d in dims)
         for i, p in enumerate(self.points):
-            m2.get_submodule(p.name).register_forward_hook(_RecordHook(self._tape, i))
             m1.get_submodule(p.name).register_forward_hook(
                 _InjectHook(self._tape, self.units[i], i, self.channels_last))
 
     def _probe(self, encoder: nn.Module, in_channels: int, size: int) -> list[int]:
         was_training = encoder.training
         encoder.eval()
-        self._tape.recording = True
         try:
             with torch.no_grad():
                 param = next(encoder.parameters())
                 encoder(torch.zeros(1, in_channels, size, size, dtype=param.dtype, device=param.device))
         finally:
-            self._tape.recording = False
             encoder.train(was_training)
         dims = []
         for i, p in enumerate(self.points):
@@ -297,9 +292,10 @@ class CDKS(nn.Module):
         self._tape.features.clear()
         return dims
 
-    def record(self) -> _Session:
-        """Context for the Branch-2 encoder pass: hooks store the interaction points' outputs."""
-        return _Session(self._tape, "recording")
+    def record(self) -> _Recording:
+        """Context for the Branch-2 encoder pass: hooks, registered for its duration only (the source model
+        carries no hooks outside it), store the interaction points' outputs."""
+        return _Recording(self._tape, self._source[0], [p.name for p in self.points])
 
     def inject(self) -> _Session:
         """Context for the Branch-1 encoder pass: hooks replace outputs with BIU outputs."""
@@ -314,6 +310,24 @@ class CDKS(nn.Module):
 
     def extra_repr(self) -> str:
         return f"units={len(self.points)}, points={[p.name for p in self.points]}"
+
+
+class _Recording:
+    def __init__(self, tape: _Tape, model: nn.Module, names: list[str]) -> None:
+        self.tape, self.model, self.names = tape, model, names
+        self.handles: list = []
+
+    def __enter__(self) -> _Tape:
+        self.handles = [self.model.get_submodule(n).register_forward_hook(_RecordHook(self.tape, i))
+                        for i, n in enumerate(self.names)]
+        self.tape.recording = True
+        return self.tape
+
+    def __exit__(self, *exc: object) -> None:
+        self.tape.recording = False
+        for h in self.handles:
+            h.remove()
+        self.handles = []
 
 
 class _Session:
