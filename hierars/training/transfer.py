@@ -1,0 +1,130 @@
+"""Transfer runs: the five Table X variants trained with :func:`~hierars.training.fit` and aggregated over seeds.
+
+Variants (HieraRS paper Table X; all with the target tree's BHCCM and the run's iteration budget and seeds):
+
+- ``scratch``: a single-branch model from random initialisation (:func:`build_run_model`), HSC loss;
+- ``finetune``: the single branch initialised from the source encoder (:func:`hierars.transfer.finetune_model`),
+  HSC loss;
+- ``cdks``: TransLU with CDKS only, HSC loss on the target ground truth;
+- ``cdsa``: TransLU with CDSA only, HSC loss on hybrid targets (:class:`hierars.transfer.TransLULoss`);
+- ``translu``: CDKS + CDSA, hybrid targets.
+
+Layout written by :func:`train_transfer_variant` (like :func:`hierars.training.train_run`)::
+
+    models_dir/transfer_<experiment>/<variant>/seed<k>/{ckpt.pt, metrics.json, curve.csv}
+    reports_dir/metrics/transfer_<experiment>_<variant>.json    mean and half-range over seeds
+    reports_dir/plots/transfer_<experiment>_<variant>_curve.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from hierars.atomic import atomic_write_csv, atomic_write_json
+from hierars.hierarchy import Hierarchy
+from hierars.training.checkpoint import load_checkpoint
+from hierars.training.config import TrainConfig
+from hierars.training.loop import fit
+from hierars.training.optim import build_loss
+from hierars.training.runs import aggregate_seeds, build_run_model
+from hierars.training.seeding import seed_everything
+from hierars.transfer import (
+    CrossDomainMapping,
+    TransferError,
+    TransLU,
+    TransLULoss,
+    describe_model,
+    finetune_model,
+)
+
+__all__ = ["VARIANTS", "build_transfer_variant", "train_transfer_variant", "run_transfer_table",
+           "load_transfer_model"]
+
+#: Table X rows, in the paper's order.
+VARIANTS = ("scratch", "finetune", "cdks", "cdsa", "translu")
+
+
+def _check_arch(source_model: nn.Module, cfg: TrainConfig) -> None:
+    info = describe_model(source_model)
+    if (info["arch"], info["encoder"]) != (cfg.arch.lower(), cfg.encoder):
+        raise TransferError(f"the source model is {info['arch']}/{info['encoder']} but the run trains "
+                            f"{cfg.arch}/{cfg.encoder}; every Table X variant must share the architecture")
+
+
+def build_transfer_variant(variant: str, source_model: nn.Module, target_hierarchy: Hierarchy,
+                           mapping: CrossDomainMapping | str | Path, cfg: TrainConfig, in_channels: int
+                           ) -> tuple[nn.Module, nn.Module]:
+    """(model, loss_fn) of one Table X variant. Seed first: new decoders, heads and BIUs draw from the RNG."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    _check_arch(source_model, cfg)
+    if variant == "scratch":
+        return build_run_model(cfg.model_copy(update={"pretrained": None}), target_hierarchy, in_channels), \
+            build_loss(cfg, target_hierarchy)
+    if variant == "finetune":
+        model = finetune_model(source_model, target_hierarchy, fusion=cfg.fusion, dropout=cfg.dropout)
+        return model, build_loss(cfg, target_hierarchy)
+    cdks, cdsa = variant in ("cdks", "translu"), variant in ("cdsa", "translu")
+    model = TransLU(source_model, target_hierarchy, mapping, cdks=cdks, cdsa=cdsa, in_channels=in_channels,
+                    fusion=cfg.fusion, dropout=cfg.dropout)
+    return model, TransLULoss(model, mu=cfg.mu, hybrid=cdsa)
+
+
+def train_transfer_variant(experiment: str, variant: str, source_model: nn.Module, target_hierarchy: Hierarchy,
+                           mapping: CrossDomainMapping | str | Path, cfg: TrainConfig, train_ds: Dataset,
+                           val_ds: Dataset | None, *, models_dir: str | os.PathLike, reports_dir: str | os.PathLike,
+                           resume: bool = True) -> dict[str, Any]:
+    """Train one variant for every seed of ``cfg.seed_list`` with :func:`fit`; aggregate (mean ± half-range).
+
+    Returns: {"experiment", "variant", "per_seed": [metrics...], "aggregate": {...}, "ckpts": [paths]}.
+    """
+    if not experiment or any(c in experiment for c in "/\\ "):
+        raise ValueError(f"experiment name must be a plain non-empty name, got {experiment!r}")
+    in_channels = int(train_ds[0]["image"].shape[0])
+    run = f"transfer_{experiment}_{variant}"
+    per_seed, curves, ckpts = [], [], []
+    for seed in cfg.seed_list:
+        seed_cfg = cfg.model_copy(update={"seed": seed, "seeds": None})
+        seed_everything(seed)
+        model, loss_fn = build_transfer_variant(variant, source_model, target_hierarchy, mapping, seed_cfg,
+                                                in_channels)
+        out = Path(models_dir) / f"transfer_{experiment}" / variant / f"seed{seed}"
+        metrics = fit(model, loss_fn, train_ds, val_ds, target_hierarchy, seed_cfg, out, resume)
+        per_seed.append(metrics)
+        ckpts.append(out / "ckpt.pt")
+        with (out / "curve.csv").open(newline="") as fh:
+            curves += [{"seed": seed, **row} for row in csv.DictReader(fh)]
+    agg = aggregate_seeds(per_seed)
+    atomic_write_json(Path(reports_dir) / "metrics" / f"{run}.json", agg)
+    atomic_write_csv(Path(reports_dir) / "plots" / f"{run}_curve.csv", curves)
+    return {"experiment": experiment, "variant": variant, "per_seed": per_seed, "aggregate": agg, "ckpts": ckpts}
+
+
+def run_transfer_table(experiment: str, source_model: nn.Module, target_hierarchy: Hierarchy,
+                       mapping: CrossDomainMapping | str | Path, cfg: TrainConfig, train_ds: Dataset,
+                       val_ds: Dataset | None, *, variants: Sequence[str] = VARIANTS,
+                       models_dir: str | os.PathLike, reports_dir: str | os.PathLike, resume: bool = True
+                       ) -> dict[str, dict[str, Any]]:
+    """Every Table X variant at the same iteration budget and seeds: {variant: train_transfer_variant(...)}."""
+    return {v: train_transfer_variant(experiment, v, source_model, target_hierarchy, mapping, cfg, train_ds, val_ds,
+                                      models_dir=models_dir, reports_dir=reports_dir, resume=resume)
+            for v in variants}
+
+
+def load_transfer_model(ckpt_path: str | os.PathLike, variant: str, source_model: nn.Module,
+                        target_hierarchy: Hierarchy, mapping: CrossDomainMapping | str | Path, in_channels: int,
+                        device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a variant's model from its :func:`fit` checkpoint (settings from the checkpoint), eval mode."""
+    state = load_checkpoint(ckpt_path, map_location=device)
+    cfg = TrainConfig.model_validate(state["config"])
+    model, _ = build_transfer_variant(variant, source_model, target_hierarchy, mapping, cfg, in_channels)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
