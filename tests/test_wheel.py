@@ -7,6 +7,7 @@ install of this checkout stays invisible, and ``hierars`` can only come from the
 
 from __future__ import annotations
 
+import shutil
 import site
 import subprocess
 import sys
@@ -40,9 +41,14 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
+    # build from a copy of the sources, so setuptools' build/ and egg-info never land in the checkout
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "hierars", src / "hierars", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     wheel_dir = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheel_dir), str(ROOT)], check=True, cwd=tmp_path, capture_output=True)
+                    str(wheel_dir), str(src)], check=True, cwd=tmp_path, capture_output=True)
     wheel = next(wheel_dir.glob("hierars-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -57,3 +63,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.startswith("ok")
+    entry = venv / "bin" / "hierars"
+    assert (purelib / "bin" / "hierars").is_file() or entry.is_file() or any(
+        p.name == "entry_points.txt" and "hierars.project.cli:main" in p.read_text()
+        for p in purelib.glob("hierars-*.dist-info/*")), "console script `hierars` not declared"
