@@ -74,10 +74,12 @@ def test_branch2_gets_no_grad_and_is_bitwise_unchanged_incl_bn_buffers(mm5b, cro
 
 
 # ------------------------------------------------------------------------------------------ CDKS
-@pytest.mark.parametrize("encoder", ["tu-convnext_atto", "tu-resnet18"])
+@pytest.mark.parametrize("encoder", ["tu-convnext_atto", "tu-resnet18", "tu-mambaout_femto", "tu-pvt_v2_b0"])
 def test_branch1_encoder_features_equal_branch2_at_init(mm5b, crop10m, encoder):
     """γ = 0 and merge (w1, w2) = (0.5, 0.5): F1_next = 0.5·F̃1 + 0.5·F2 = F2 exactly, so in eval mode Branch 1's
-    encoder features equal Branch 2's bit for bit (ResNet's BN uses the shared running statistics)."""
+    encoder features equal Branch 2's bit for bit (ResNet's BN uses the shared running statistics).
+    Covers block-wise NCHW (ConvNeXt), stage-wise (ResNet), block-wise channels-last (MambaOut) and token
+    blocks that fall back to stage-wise units (PVT-v2)."""
     src = _source(mm5b, encoder)
     x = torch.randn(2, 4, 64, 64)
 
@@ -91,7 +93,12 @@ def test_branch1_encoder_features_equal_branch2_at_init(mm5b, crop10m, encoder):
             model.cdks.clear()
         return f1, f2
 
-    f1, f2 = features(TransLU(src, crop10m, "mm5b_to_crop10m"))
+    model = TransLU(src, crop10m, "mm5b_to_crop10m")
+    kinds = {"tu-convnext_atto": {"block"}, "tu-resnet18": {"stage"}, "tu-mambaout_femto": {"block"},
+             "tu-pvt_v2_b0": {"stage"}}[encoder]
+    assert {p.kind for p in model.cdks.points} == kinds
+    assert model.cdks.channels_last == (encoder == "tu-mambaout_femto")
+    f1, f2 = features(model)
     assert len(f1) == len(f2)
     for a, b in zip(f1, f2):
         assert torch.equal(a, b)

@@ -98,6 +98,8 @@ class TransLULoss(nn.Module):
             raise RuntimeError("TransLULoss needs the Branch-2 output of the same batch: call model(image) first")
         if src[0].shape[0] != mask.shape[0]:
             raise RuntimeError(f"the model's last forward had batch {src[0].shape[0]}, the mask has {mask.shape[0]}")
+        if model.mapping is None:
+            raise RuntimeError("hybrid targets need the model's cross-domain mapping (TransLU(..., mapping=...))")
         pred = jsps(src, model.source_hierarchy, size=tuple(mask.shape[-2:]))
         return hybrid_targets(mask, pred, model.mapping, model.source_hierarchy, model.hierarchy)
 

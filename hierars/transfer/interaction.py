@@ -20,8 +20,9 @@ reproduces PIIP.
 
 Where the units go (:func:`interaction_points`; any timm encoder reached through smp's ``tu-`` encoders):
 
-- stages with a ``blocks`` sequence (ConvNeXt, Swin, MaxViT, PVT-v2, MambaOut, ...): after every k blocks
-  of the stage and after its last block. ``every="auto"``: k = 3 for ConvNeXt (ConvNeXt-B, depths
+- stages with a ``blocks`` sequence (ConvNeXt, Swin, MaxViT, MambaOut, ...): after every k blocks
+  of the stage and after its last block (blocks that output flattened tokens, as PVT-v2's, make that
+  stage stage-wise under ``"auto"``). ``every="auto"``: k = 3 for ConvNeXt (ConvNeXt-B, depths
   3/3/27/3 → 1+1+9+1 = 12 units, the paper's 12), k = 1 (every block) for the others (ViT-like);
 - stages without a reachable block list (ResNet ``layer1..4``, RegNet, EfficientNet/MobileNet stage
   groups): stage-wise, one unit on each feature stage's output (stride >= 4);
@@ -35,6 +36,7 @@ need no lock-step rewrite of timm's stage code.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +49,7 @@ from hierars.transfer.errors import TransferError
 __all__ = ["ConvFFN", "BranchInteractionUnit", "InteractionPoint", "interaction_points", "count_units", "CDKS"]
 
 _CONVNEXT_EVERY = 3
+log = logging.getLogger(__name__)
 
 
 class ConvFFN(nn.Module):
@@ -252,7 +255,13 @@ class CDKS(nn.Module):
             input size, e.g. Swin, need theirs).
         **unit_kwargs: :class:`BranchInteractionUnit` options (``n_heads``, ``n_points``, ``merge_init``...).
 
-    Use: ``with cdks.session(): f2 = encoder2(x); f1 = encoder1(x)`` (Branch 2 first).
+    Use (Branch 2 first)::
+
+        with cdks.record():
+            f2 = encoder2(x)    # under no_grad
+        with cdks.inject():
+            f1 = encoder1(x)
+        cdks.clear()
     """
 
     def __init__(self, encoder1: nn.Module, encoder2: nn.Module, in_channels: int, every: int | str = "auto",
@@ -265,12 +274,35 @@ class CDKS(nn.Module):
         self._source = [m2]  # a plain list: Branch 2 is not a submodule of CDKS (nor saved with it)
         with self.record():
             dims = self._probe(encoder2, in_channels, probe_size)
+        token_stages = {p.name.rsplit(".blocks.", 1)[0] for p, d in zip(self.points, dims)
+                        if d is None and p.kind == "block"}
+        if every == "auto" and token_stages:
+            # blocks that work on flattened tokens (PVT-v2 passes H, W beside them): interact stage-wise there
+            log.info("CDKS: blocks of %s output tokens; their stages get stage-wise units", sorted(token_stages))
+            points: list[InteractionPoint] = []
+            for p in self.points:
+                stage = p.name.rsplit(".blocks.", 1)[0]
+                if p.kind == "block" and stage in token_stages:
+                    if not points or points[-1].name != stage:
+                        points.append(InteractionPoint(stage, "stage"))
+                else:
+                    points.append(p)
+            self.points = points
+            with self.record():
+                dims = self._probe(encoder2, in_channels, probe_size)
+        for p, d in zip(self.points, dims):
+            if d is None:
+                raise TransferError(
+                    f"CDKS: interaction point {p.name!r} does not output a B×C×H×W (or B×H×W×C) map; its "
+                    "blocks work on flattened tokens - use every='stage' (or 'auto')"
+                )
         self.units = nn.ModuleList(BranchInteractionUnit(d, **unit_kwargs) for d in dims)
         for i, p in enumerate(self.points):
             m1.get_submodule(p.name).register_forward_hook(
                 _InjectHook(self._tape, self.units[i], i, self.channels_last))
 
-    def _probe(self, encoder: nn.Module, in_channels: int, size: int) -> list[int]:
+    def _probe(self, encoder: nn.Module, in_channels: int, size: int) -> list[int | None]:
+        """Channels of each interaction point's output (None where it is not a 4-D map)."""
         was_training = encoder.training
         encoder.eval()
         try:
@@ -279,16 +311,11 @@ class CDKS(nn.Module):
                 encoder(torch.zeros(1, in_channels, size, size, dtype=param.dtype, device=param.device))
         finally:
             encoder.train(was_training)
-        dims = []
-        for i, p in enumerate(self.points):
+        dims: list[int | None] = []
+        for i in range(len(self.points)):
             out = self._tape.features.get(i)
-            if not isinstance(out, torch.Tensor) or out.ndim != 4:
-                shape = None if not isinstance(out, torch.Tensor) else tuple(out.shape)
-                raise TransferError(
-                    f"CDKS: interaction point {p.name!r} outputs {shape}, not a B×C×H×W (or B×H×W×C) map; "
-                    "its blocks work on flattened tokens - use every='stage'"
-                )
-            dims.append(int(out.shape[-1] if self.channels_last else out.shape[1]))
+            ok = isinstance(out, torch.Tensor) and out.ndim == 4
+            dims.append(int(out.shape[-1] if self.channels_last else out.shape[1]) if ok else None)
         self._tape.features.clear()
         return dims
 
