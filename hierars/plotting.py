@@ -383,3 +383,35 @@ def plot_level_bars(table, out_path: str | Path | None = None, title: str = ""):
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out_path, dpi=110, bbox_inches="tight")
     return fig
+
+
+def plot_retrieval_gallery(query_image, results: dict, out_path: str | Path | None = None, query_title: str = "query",
+                           bands: Sequence[int] | None = None):
+    """Retrieval gallery: one row per method, the query (``C × H × W``) then its ranked results; ``results``: method
+    → list of ``(C × H × W image, relevant, caption)``. Relevant results framed green, others red. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    ncol = 1 + max((len(v) for v in results.values()), default=0)
+    fig, axes = plt.subplots(max(1, len(results)), ncol, figsize=(1.55 * ncol, 1.75 * len(results) + 0.3), squeeze=False)
+    for r, (name, items) in enumerate(results.items()):
+        axes[r, 0].imshow(display_rgb(query_image, bands))
+        axes[r, 0].set_title(query_title, fontsize=7)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+        axes[r, 0].set_xlabel(f"{sum(bool(it[1]) for it in items)}/{len(items)} relevant", fontsize=7)
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if 1 <= c <= len(items):
+                img, rel, caption = items[c - 1]
+                ax.imshow(display_rgb(img, bands))
+                ax.set_title(f"{c}. {caption}", fontsize=6)
+                for side in ax.spines.values():
+                    side.set_edgecolor("#1a9641" if rel else "#d7191c")
+                    side.set_linewidth(3.0)
+            elif c:
+                ax.axis("off")
+    fig.tight_layout()
+    if out_path is not None:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out_path, dpi=110, bbox_inches="tight")
+    return fig
