@@ -74,10 +74,29 @@ def _check_outputs(nb: Path, pipeline: dict, run: str | None) -> None:
         assert list((models / run).glob("seed*/ckpt.pt")), f"no checkpoint under {models / run}"
         assert (reports / "plots" / f"{run}_curve.csv").is_file()
         assert (reports / "figures" / f"{run}_predictions.png").is_file()
+    if nb.stem == "04_transfer":
+        metrics = json.loads((reports / "metrics" / f"transfer_{run}.json").read_text())
+        variants = pipeline["params"]["transfer"]["variants"]
+        finest = max(int(k.split("_L")[1]) for k in metrics if k.startswith(f"{variants[0]}_mIoU_L") and
+                     k.split("_L")[1].isdigit())
+        for v in variants:
+            assert 0.0 <= metrics[f"{v}_mIoU_L{finest}"] <= 1.0, metrics
+        assert "translu_vs_finetune_L1" in metrics, sorted(metrics)
+        assert (reports / "transfer" / run / "table.md").is_file()
+        assert (reports / "figures" / f"transfer_{run}_predictions.png").is_file()
+        assert list((models / f"transfer_{run}").glob("*/seed*/ckpt.pt"))
     if nb.stem == "03_report":
         text = (reports / "tables" / "tables.md").read_text()
         assert "L3 mIoU" in text or "L2 mIoU" in text, text[:500]
         assert (reports / "tables" / "main_jsps.csv").is_file()
+    if nb.stem == "05_retrieval":
+        metrics = json.loads((reports / "metrics" / "retrieval.json").read_text())
+        assert "tableIV_CBIR_P@2" in metrics and "tableIV_HIR_K4_w1_mAP@2" in metrics, sorted(metrics)[:20]
+        assert all(v is None or 0.0 <= v <= 1.0 for k, v in metrics.items() if "@" in k)
+        assert "Table IV" in (reports / "retrieval" / "retrieval.md").read_text()
+        assert (reports / "retrieval" / "retrieval.csv").is_file()
+        assert (reports / "figures" / "retrieval_gallery.png").is_file()
+        assert {p.name for p in (models / "retrieval").iterdir()} >= {"segmenter", "tkanet.pt", "index.npz"}
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -88,13 +107,16 @@ def test_notebook_executes(nb: Path, pipeline: dict) -> None:
         declared = papermill.inspect_notebook(str(nb))
         if "params_file" not in declared:
             raise AssertionError(f"{nb.name}: its `parameters` cell must define params_file")
-        runs = (
-            list((pipeline["params"].get("train") or {}).get("runs") or {}) if "run" in declared else [None]
-        )
+        # a notebook run once per item: 02_train per train.runs entry, 04_transfer per transfer.run experiment
+        key, runs = None, [None]
+        if "run" in declared:
+            key, runs = "run", list((pipeline["params"].get("train") or {}).get("runs") or {})
+        elif "experiment" in declared:
+            key, runs = "experiment", list((pipeline["params"].get("transfer") or {}).get("run") or [])
         if not runs:
-            raise AssertionError(f"{nb.name} takes `run` but the smoke profile has no train.runs")
+            raise AssertionError(f"{nb.name} takes `{key}` but the smoke profile lists none")
         for run in runs:
-            _execute(nb, pipeline, **({"run": run} if run is not None else {}))
+            _execute(nb, pipeline, **({key: run} if run is not None else {}))
             _check_outputs(nb, pipeline, run)
     except BaseException:
         _failed.append(nb.stem)

@@ -119,6 +119,7 @@ def build_dataset(
     fit: str | None = None,
     normalize: bool = True,
     strict: bool = True,
+    stats: Mapping | None = None,
 ) -> GeoTiffDataset:
     """The ``split`` of dataset ``source`` as a :class:`GeoTiffDataset` of design-doc samples.
 
@@ -131,9 +132,11 @@ def build_dataset(
     ``split``: ``train`` / ``val`` (``archive`` / ``query`` for ``retrieval``) or ``all``.
     ``hierarchy``: a Hierarchy, a tree YAML or a short name; default: the dataset's tree
     (e.g. ``agnet`` -> ``agnet_lclu``; pass ``"agnet_crop"`` for the crop tree).
-    Images are normalised per band with the stored mean / std unless ``normalize=False``.
+    Images are normalised per band with the stored mean / std unless ``normalize=False``; ``stats``
+    (``{"mean": [C], "std": [C]}``) normalises with other statistics instead, e.g. a transfer target's images
+    normalised the way the source model saw its training data.
     """
-    base = Path(data_dir)
+    base, override = Path(data_dir), stats
     if not base.is_dir():
         raise FileNotFoundError(f"data folder not found: {base}")
     man = base / "manifest.json"
@@ -165,6 +168,8 @@ def build_dataset(
     if tree is None:
         raise ValueError(f"dataset {source!r} has no default tree; pass hierarchy=")
     h = load_hierarchy(tree)
+    if normalize and override is not None:
+        stats = override
     mean = stats["mean"] if normalize and stats else None
     std = stats["std"] if normalize and stats else None
     return dataset_from_items(source, items, h, spec, mean=mean, std=std, transforms=transforms,
