@@ -272,6 +272,9 @@ def run_retrieval_experiment(
     ks = sorted(int(k) for k in ks)
     if ks[-1] > n_arch or ks[-1] > min(min(Ks), n_arch):
         raise ValueError(f"cut-offs {ks} must be <= the archive size ({n_arch}) and <= every K {list(Ks)}")
+    if archive.images.shape[-1] % 32 or archive.images.shape[-2] % 32:
+        raise ValueError(f"image size {archive.images.shape[-2:]} must be a multiple of 32 (the segmenter's "
+                         "output stride); crop or resize the archive first")
     in_ch = int(archive.images.shape[1])
     mean, std = _band_stats(archive.images)
 
