@@ -58,7 +58,7 @@ class RetrievalStageConfig(BaseModel):
     query_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="stratified split: share of queries per scene")
     tile: int = Field(224, ge=32, description="gid15: images are cropped to tile × tile (3 are 225 px)")
     max_per_scene: int | None = Field(None, ge=1, description="gid15: first N images per scene folder (tests)")
-    downsample: int = Field(1, ge=1, description="gid15: block-mean images / subsample labels by this factor (CPU)")
+    downsample: int = Field(1, ge=1, description="gid15: block-mean images / subsample labels by this factor (result: a multiple of 32 px)")
     segmenter: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields over SEGMENTER_DEFAULTS")
     tkanet: TKANetSettings = TKANetSettings()
     K: list[int] = Field([75, 20], min_length=1, description="stage-1 shortlist sizes (capped at the archive)")
