@@ -2,7 +2,7 @@
 
 The public API of the core (see README and ARCHITECTURE.md): :class:`Hierarchy`, the heads (:class:`BHCCM`
 and its baselines), the losses (:class:`HSCLoss`), decoding (:func:`jsps`), :func:`build_model` and
-sliding-window prediction. Importing ``hierars`` loads the core only: the data, training, plotting and
+sliding-window prediction, and :class:`TransLU` (``hierars.transfer``); retrieval is ``hierars.retrieval``. Importing ``hierars`` loads the core only: the data, training, plotting and
 project layers are imported on demand (``hierars.data``, ``hierars.training``, ...).
 """
 
@@ -13,6 +13,7 @@ from hierars.losses import HierarchicalCELoss, HSCLoss, HSSNLoss
 from hierars.metrics import HierarchicalMetrics
 from hierars.models import build_model
 from hierars.prediction import SlidingWindowPredictor
+from hierars.transfer import TransLU
 
 __version__ = "0.1.0"
 
@@ -33,5 +34,6 @@ __all__ = [
     "HSSNLoss",
     "HierarchicalMetrics",
     "build_model",
+    "TransLU",
     "__version__",
 ]
