@@ -16,6 +16,11 @@ The resulting per-pixel label tuple can be an invalid path of the (strict) targe
 path term (``mu > 0``, Eq. 23) counts only pixels whose tuple is a valid path (``Hierarchy.path_id >= 0``),
 which is :func:`hierars.losses.path_kl`'s own rule.
 
+Caveat (measured): on a strict target tree, training the coarse levels toward such invalid tuples makes
+JSPS decoding pick a valid path that contradicts them (e.g. (vegetation, cropland, ·) for forest); in a
+smoke-size synthetic S2 → Crop10m-like run this cost ~5 points of L3 JSPS mIoU against gating with
+ground-truth targets (``mm5b_to_crop10m_gt``, no pseudo-label leaves). Per-level argmax is not affected.
+
 How the loss gets Branch 2's predictions: :class:`~hierars.transfer.model.TransLU` keeps the frozen
 branch's logits of its last forward in ``model.source_logits`` (detached, one list per forward), so a
 training loop that only calls ``logits = model(image)`` then ``loss_fn(logits, mask)`` works unchanged.
