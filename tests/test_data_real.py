@@ -117,3 +117,20 @@ def test_gid15_items_pair_every_image(shared_data):
     items = gid15_items(shared_data / "gid15")
     assert len(items) == 767 and all(it.label.exists() for it in items)
     assert len({it.scene for it in items}) == 15
+
+
+@pytest.mark.parametrize("tree", ["agnet_lclu", "agnet_crop"])
+def test_every_agnet_label_value_is_mapped_or_ignored(shared_data, tree):
+    """All 341 Ag-Net labels encode under the strict default (the 131 'barren' code once stopped a run)."""
+    import numpy as np
+    import rasterio
+
+    from hierars import Hierarchy
+
+    h = Hierarchy.builtin(tree)
+    known = {v for vs in h.leaf_raw_values.values() for v in vs} | set(h.ignore_values)
+    seen: set[int] = set()
+    for it in agnet_items(shared_data / "agnet"):
+        with rasterio.open(it.label) as src:
+            seen |= {int(v) for v in np.unique(src.read(1))}
+    assert seen - known == set(), f"{tree}: raw values {sorted(seen - known)} are neither mapped nor ignored"
