@@ -25,7 +25,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +33,8 @@ from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from timing import median_times, summary  # noqa: E402  (benchmarks/timing.py)
 
 from hierars import Hierarchy  # noqa: E402
 from hierars.atomic import atomic_write_text  # noqa: E402
@@ -48,25 +49,6 @@ TRAIN_SETTINGS = [
     ("fpn64_convnext_atto_10x128", "fpn", "tu-convnext_atto", 10, 128, 64),
     ("upernet_convnext_atto_3x224", "upernet", "tu-convnext_atto", 3, 224, None),
 ]
-
-
-def _median_times(fns: dict[str, Callable[[], None]], warmup: int, steps: int) -> dict[str, list[float]]:
-    """Run each function ``warmup`` times, then ``steps`` times interleaved; per-call wall times."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(steps):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return times
-
-
-def _summary(ts: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
-    return {"median_s": statistics.median(ts), "q1_s": q[0], "q3_s": q[2], "n": len(ts)}
 
 
 def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: int, dec: int | None,
@@ -88,8 +70,8 @@ def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: in
             opt.step()
 
         setups[name] = (model, step)
-    times = _median_times({k: v[1] for k, v in setups.items()}, warmup, steps)
-    res = {k: _summary(v) for k, v in times.items()}
+    times = median_times({k: v[1] for k, v in setups.items()}, warmup, steps)
+    res = {k: summary(v) for k, v in times.items()}
     ratio = res["bhccm_hsc"]["median_s"] / res["flat_ce"]["median_s"]
     params = {k: sum(p.numel() for p in m.parameters()) for k, (m, _) in setups.items()}
 
@@ -109,7 +91,7 @@ def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: in
             (sum(z.float().mean() for z in out) if loss is None else loss(out, y)).backward()
         return run
 
-    parts = _median_times({
+    parts = median_times({
         "flat_head_only": head_loss(flat_model, None, upsample=False),
         "bhccm_head_only": head_loss(bh_model, None, upsample=False),
         "flat_head_upsample": head_loss(flat_model, None),
@@ -149,7 +131,7 @@ def bench_jsps(h: Hierarchy, size: int, batch: int, warmup: int, steps: int) -> 
     def argmax() -> None:
         torch.stack([z.argmax(1) for z in logits], dim=1)
 
-    t = _median_times({"forward": fwd, "jsps": sel, "per_level_argmax": argmax}, warmup, steps)
+    t = median_times({"forward": fwd, "jsps": sel, "per_level_argmax": argmax}, warmup, steps)
     med = {k: statistics.median(v) for k, v in t.items()}
     frac = med["jsps"] / med["forward"]
     return {"model": "upernet tu-convnext_atto + bhccm", "size": size, "batch": batch,

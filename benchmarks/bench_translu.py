@@ -36,9 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +46,8 @@ from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from timing import median_times, summary  # noqa: E402  (benchmarks/timing.py)
 
 from hierars import Hierarchy  # noqa: E402
 from hierars.atomic import atomic_write_text  # noqa: E402
@@ -61,25 +61,6 @@ SETTINGS = [
     ("fpn64_convnext_atto_10x64", "fpn", "tu-convnext_atto", 10, 64, 64, "crop10m", "mm5b_to_crop10m", 1.0),
     ("upernet_convnext_atto_3x224", "upernet", "tu-convnext_atto", 3, 224, None, "whdld", "mm5b_to_whdld", 0.4),
 ]
-
-
-def _median_times(fns: dict[str, Callable[[], None]], warmup: int, steps: int) -> dict[str, list[float]]:
-    """Run each function ``warmup`` times, then ``steps`` times interleaved; per-call wall times."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(steps):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return times
-
-
-def _summary(ts: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
-    return {"median_s": statistics.median(ts), "q1_s": q[0], "q3_s": q[2], "n": len(ts)}
 
 
 def _peak_step_bytes(step: Callable[[], None]) -> int:
@@ -123,8 +104,8 @@ def bench_setting(name: str, arch: str, encoder: str, in_ch: int, size: int, dec
         m = TransLU(source, tgt_tree, mapping, cdks=cdks, cdsa=cdsa)
         models[key] = (m, TransLULoss(m, mu=1.0, hybrid=cdsa))
     steps_fns = {k: _train_step(m, loss, x, y) for k, (m, loss) in models.items()}
-    times = _median_times(steps_fns, warmup, steps)
-    res = {k: _summary(v) for k, v in times.items()}
+    times = median_times(steps_fns, warmup, steps)
+    res = {k: summary(v) for k, v in times.items()}
     base = res["single"]["median_s"]
     peaks = {k: _peak_step_bytes(fn) for k, fn in steps_fns.items()}
     translu = models["translu"][0]
