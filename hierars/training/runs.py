@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +65,19 @@ def build_run_model(cfg: TrainConfig, hierarchy: Hierarchy, in_channels: int) ->
 
 
 def train_run(run: str, cfg: TrainConfig, hierarchy: Hierarchy, train_ds: Dataset, val_ds: Dataset | None, *,
-              models_dir: str | os.PathLike, reports_dir: str | os.PathLike, resume: bool = True
-              ) -> dict[str, Any]:
+              models_dir: str | os.PathLike, reports_dir: str | os.PathLike, resume: bool = True,
+              build: Callable[[TrainConfig, int], tuple[nn.Module, nn.Module]] | None = None,
+              report_name: str | None = None) -> dict[str, Any]:
     """Train one named run for every seed of ``cfg.seed_list`` and aggregate (mean ± half-range).
 
-    The model is built after seeding with each seed, so initialisation differs between seeds.
+    The model is built after seeding with each seed, so initialisation differs between seeds. ``build(seed_cfg,
+    in_channels) -> (model, loss_fn)`` replaces the default (:func:`build_run_model` + :func:`build_loss`), e.g.
+    for the transfer variants; ``report_name`` (default ``run``) names the files under ``reports_dir``.
 
     Writes:
         ``models_dir/<run>/seed<k>/{ckpt.pt, metrics.json, curve.csv}``;
-        ``reports_dir/metrics/<run>.json`` — :func:`aggregate_seeds` of the per-seed metrics (flat scalars);
-        ``reports_dir/plots/<run>_curve.csv`` — every seed's curve, with a ``seed`` column.
+        ``reports_dir/metrics/<report_name>.json`` — :func:`aggregate_seeds` of the per-seed metrics (flat scalars);
+        ``reports_dir/plots/<report_name>_curve.csv`` — every seed's curve, with a ``seed`` column.
 
     Returns:
         {"run", "config", "per_seed": [metrics...], "aggregate": {...}, "ckpts": [paths]}
@@ -87,16 +90,19 @@ def train_run(run: str, cfg: TrainConfig, hierarchy: Hierarchy, train_ds: Datase
     for seed in cfg.seed_list:
         seed_cfg = cfg.model_copy(update={"seed": seed, "seeds": None})
         seed_everything(seed)
-        model = build_run_model(seed_cfg, hierarchy, in_channels)
+        if build is None:
+            model, loss_fn = build_run_model(seed_cfg, hierarchy, in_channels), build_loss(seed_cfg, hierarchy)
+        else:
+            model, loss_fn = build(seed_cfg, in_channels)
         out = models_dir / run / f"seed{seed}"
-        metrics = fit(model, build_loss(seed_cfg, hierarchy), train_ds, val_ds, hierarchy, seed_cfg, out, resume)
+        metrics = fit(model, loss_fn, train_ds, val_ds, hierarchy, seed_cfg, out, resume)
         per_seed.append(metrics)
         ckpts.append(out / "ckpt.pt")
         with (out / "curve.csv").open(newline="") as fh:
             curves += [{"seed": seed, **row} for row in csv.DictReader(fh)]
     agg = aggregate_seeds(per_seed)
-    atomic_write_json(reports_dir / "metrics" / f"{run}.json", agg)
-    atomic_write_csv(reports_dir / "plots" / f"{run}_curve.csv", curves)
+    atomic_write_json(reports_dir / "metrics" / f"{report_name or run}.json", agg)
+    atomic_write_csv(reports_dir / "plots" / f"{report_name or run}_curve.csv", curves)
     return {"run": run, "config": cfg.model_dump(), "per_seed": per_seed, "aggregate": agg, "ckpts": ckpts}
 
 

@@ -18,7 +18,6 @@ Layout written by :func:`train_transfer_variant` (like :func:`hierars.training.t
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,14 +27,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hierars.atomic import atomic_write_csv, atomic_write_json
 from hierars.hierarchy import Hierarchy
 from hierars.training.checkpoint import load_checkpoint
 from hierars.training.config import TrainConfig
-from hierars.training.loop import fit
 from hierars.training.optim import build_loss
-from hierars.training.runs import aggregate_seeds, build_run_model
-from hierars.training.seeding import seed_everything
+from hierars.training.runs import build_run_model, train_run
 from hierars.transfer import (
     CrossDomainMapping,
     TransferError,
@@ -88,24 +84,14 @@ def train_transfer_variant(experiment: str, variant: str, source_model: nn.Modul
     """
     if not experiment or any(c in experiment for c in "/\\ "):
         raise ValueError(f"experiment name must be a plain non-empty name, got {experiment!r}")
-    in_channels = int(train_ds[0]["image"].shape[0])
-    run = f"transfer_{experiment}_{variant}"
-    per_seed, curves, ckpts = [], [], []
-    for seed in cfg.seed_list:
-        seed_cfg = cfg.model_copy(update={"seed": seed, "seeds": None})
-        seed_everything(seed)
-        model, loss_fn = build_transfer_variant(variant, source_model, target_hierarchy, mapping, seed_cfg,
-                                                in_channels)
-        out = Path(models_dir) / f"transfer_{experiment}" / variant / f"seed{seed}"
-        metrics = fit(model, loss_fn, train_ds, val_ds, target_hierarchy, seed_cfg, out, resume)
-        per_seed.append(metrics)
-        ckpts.append(out / "ckpt.pt")
-        with (out / "curve.csv").open(newline="") as fh:
-            curves += [{"seed": seed, **row} for row in csv.DictReader(fh)]
-    agg = aggregate_seeds(per_seed)
-    atomic_write_json(Path(reports_dir) / "metrics" / f"{run}.json", agg)
-    atomic_write_csv(Path(reports_dir) / "plots" / f"{run}_curve.csv", curves)
-    return {"experiment": experiment, "variant": variant, "per_seed": per_seed, "aggregate": agg, "ckpts": ckpts}
+
+    def build(seed_cfg: TrainConfig, in_channels: int) -> tuple[nn.Module, nn.Module]:
+        return build_transfer_variant(variant, source_model, target_hierarchy, mapping, seed_cfg, in_channels)
+
+    res = train_run(variant, cfg, target_hierarchy, train_ds, val_ds, models_dir=Path(models_dir) / f"transfer_{experiment}",
+                    reports_dir=reports_dir, resume=resume, build=build, report_name=f"transfer_{experiment}_{variant}")
+    return {"experiment": experiment, "variant": variant, "per_seed": res["per_seed"], "aggregate": res["aggregate"],
+            "ckpts": res["ckpts"]}
 
 
 def run_transfer_table(experiment: str, source_model: nn.Module, target_hierarchy: Hierarchy,
