@@ -120,7 +120,7 @@ def _few(ds: Dataset, n: int) -> Dataset:
     total = len(ds)  # type: ignore[arg-type]
     if n >= total:
         return ds
-    return Subset(ds, sorted({int(i) for i in np.linspace(0, total - 1, n).round()}))
+    return Subset(ds, example_indices(total, n))
 
 
 def _agnet_datasets(exp: TransferExperiment, source_tree: Hierarchy, target_tree: Hierarchy
