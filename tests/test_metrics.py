@@ -56,8 +56,31 @@ def test_miou_matches_torchmetrics():
         assert np.isnan(res["IoU"][lv][~present.numpy()]).all()
         assert res["mIoU"][lv] == pytest.approx(float(ref[present].mean()), rel=1e-5)
         assert res["OA"][lv] == pytest.approx(float(tm_acc[lv].compute()), rel=1e-6)
-    # leaves 5 and 11 never appear in GT; whether they were predicted decides NaN vs 0
-    assert res["IoU"][2][5] == 0.0 or math.isnan(res["IoU"][2][5])
+    # leaves 5 and 11 never appear in the GT; the random predictions hit 5 and 11 (checked), so both count as
+    # IoU 0 (a false positive of an absent class is an error, as in mmseg), not NaN
+    assert (pred[:, 2][target[:, 2] != IGN] == 5).any() and (pred[:, 2][target[:, 2] != IGN] == 11).any()
+    assert res["IoU"][2][5] == 0.0 and res["IoU"][2][11] == 0.0
+
+
+def test_absent_class_convention():
+    """The README's convention, exactly: a class absent from the GT counts as IoU 0 in mIoU if it was predicted on
+    a labelled pixel, and is left out (NaN) if it was never predicted; predictions on ignored pixels do not count."""
+    tree = MM5B
+    n = tree.num_classes[-1]
+    fine = torch.zeros(1, 4, 4, dtype=torch.long)  # GT: every labelled pixel is leaf 0
+    fine[0, 0, 0] = IGN
+    target = torch.stack([tree.lift(fine, lv) for lv in range(len(tree.num_classes))], 1)
+    pred = target.clone()
+    pred[0, -1, 0, 1] = 1  # leaf 1 predicted once on a labelled pixel, absent from the GT
+    pred[0, -1, 0, 0] = 2  # leaf 2 predicted only on the ignored pixel
+    meter = HierarchicalMetrics(tree)
+    meter.update(pred, target)
+    res = meter.compute()
+    iou = res["IoU"][-1]
+    assert iou[0] == pytest.approx(14 / 15)  # 15 labelled pixels of leaf 0, 14 predicted right
+    assert iou[1] == 0.0  # predicted, never in the GT: IoU 0, counted
+    assert all(math.isnan(iou[c]) for c in range(2, n))  # never predicted on a labelled pixel: NaN, left out
+    assert res["mIoU"][-1] == pytest.approx((14 / 15 + 0.0) / 2)
 
 
 def test_consistency_rate_and_flat_dict():
