@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +80,8 @@ def _eval_modes(cfg: TrainConfig) -> tuple[str, ...]:
 
 def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | None, hierarchy: Hierarchy,
         cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, *,
-        metrics_path: str | os.PathLike | None = None, curve_path: str | os.PathLike | None = None
-        ) -> dict[str, float]:
+        metrics_path: str | os.PathLike | None = None, curve_path: str | os.PathLike | None = None,
+        meta: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Train ``model`` for ``cfg.iterations`` steps with ``cfg.seed``; evaluate; write outputs.
 
     Args:
@@ -93,6 +93,8 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
         out_dir: receives ``ckpt.pt`` and, unless redirected, ``metrics.json`` and ``curve.csv``.
         resume: continue from ``out_dir/ckpt.pt`` if it exists (bit-for-bit on CPU). A finished
             checkpoint is not retrained: its stored metrics are rewritten and returned.
+        meta: extra checkpoint keys (what makes the model self-contained: tree, bands, normalisation, model
+            spec; :func:`hierars.training.checkpoint.model_metadata`), stored in every checkpoint.
 
     Returns:
         Flat metrics: ``mIoU_L1``.. (argmax), ``mIoU_L1_jsps``.. (if ``cfg.jsps``), ``iteration``,
@@ -153,7 +155,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if use_amp else {}, "iteration": step, "config": cfg.model_dump(),
-            "hierarchy": {"name": hierarchy.name, "num_classes": list(hierarchy.num_classes)},
+            "hierarchy": {"name": hierarchy.name, "num_classes": list(hierarchy.num_classes)}, **(meta or {}),
             "rng": rng_state(), "sampler": {"seed": cfg.seed, "next_iteration": step},
             "history": history, "loss_acc": dict(acc),
             "train_seconds": state["seconds"] + (time.perf_counter() - timing["t0"]), "metrics": final or {},
