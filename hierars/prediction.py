@@ -128,13 +128,15 @@ class SlidingWindowPredictor:
         return list(probs.cpu().numpy())
 
     @torch.no_grad()
-    def stream(self, read: ReadFn, height: int, width: int, desc: str = "predict"
-               ) -> Iterator[tuple[Cell, np.ndarray]]:
+    def stream(self, read: ReadFn, height: int, width: int, desc: str = "predict", with_probs: bool = False
+               ) -> Iterator[tuple]:
         """Predict an image of ``height`` x ``width`` whose tiles come from ``read``.
 
         Yields ``((row, col, h, w), labels)`` for every finished cell, ``labels`` an int64 array ``L×h×w``
         (pixels that ``read`` marked as no data get ``hierarchy.ignore_index``). The cells tile the image
-        exactly once.
+        exactly once. With ``with_probs``, ``((row, col, h, w), labels, probs)``: ``probs`` the cell's blended
+        per-level probabilities as a list of float32 arrays ``N_l×h×w`` coarse to fine (one, the finest
+        level, for a flat model; see :mod:`hierars.granularity` for confidences derived from them).
         """
         h_ = self.hierarchy
         win_h, win_w = min(self.window, height), min(self.window, width)
@@ -180,7 +182,11 @@ class SlidingWindowPredictor:
                 if inv is not None:
                     labels[:, inv] = h_.ignore_index
                 del cells[(i, j)]
-                yield (rlo, clo, rhi - rlo, chi - clo), labels
+                cell_box = (rlo, clo, rhi - rlo, chi - clo)
+                if with_probs:
+                    yield cell_box, labels, [q.numpy() for q in torch.split(blended[0], split, 0)]
+                else:
+                    yield cell_box, labels
 
         was_training = self.model.training
         self.model.eval()
