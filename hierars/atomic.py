@@ -18,12 +18,30 @@ from typing import Any
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_csv", "temporary_path"]
 
 
+def _umask() -> int:
+    """The process umask (read from /proc on Linux; elsewhere set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def temporary_path(path: str | os.PathLike) -> Path:
-    """A fresh temporary file name beside ``path`` (same folder, so ``os.replace`` is atomic); the file exists."""
+    """A fresh temporary file name beside ``path`` (same folder, so ``os.replace`` is atomic); the file exists.
+
+    Its mode is that of a file created by ``open`` (``0o666`` less the umask), not ``mkstemp``'s owner-only
+    ``0o600``, so the renamed output is readable by the group and others as the umask allows.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
     return Path(tmp)
 
 
