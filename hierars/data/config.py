@@ -5,11 +5,14 @@ retrieval archive. Paths in it (``root``, a tree YAML) are used as given."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["SyntheticConfig", "DomainConfig", "RetrievalConfig", "PrepareConfig"]
+__all__ = [
+    "SyntheticConfig", "DomainConfig", "RetrievalConfig", "FolderConfig", "RandomSplit", "FileListSplit",
+    "BlockSplit", "PrepareConfig",
+]  # fmt: skip
 
 
 class _Strict(BaseModel):
@@ -52,12 +55,88 @@ class RetrievalConfig(_Strict):
     query_fraction: float = Field(0.3, gt=0, lt=1)
 
 
+class RandomSplit(_Strict):
+    """Seeded random split by raster (the top-level ``seed``), stratified by sub-folder when images sit in
+    sub-folders of the image glob's base folder."""
+
+    kind: Literal["random"] = "random"
+    val_fraction: float = Field(0.25, gt=0, lt=1)
+
+
+class FileListSplit(_Strict):
+    """Split by list files (relative to ``root``, or absolute): one image per line, given as its path relative
+    to ``root``, its file name or its pairing key; blank lines and ``#`` comments are skipped. Images in
+    neither list are left out; an image in both is an error."""
+
+    kind: Literal["files"]
+    train: str
+    val: str
+
+
+class BlockSplit(_Strict):
+    """Spatial split: the plane is cut into square blocks of ``size`` (map units of the images' CRS, or
+    pixels of each image), each image belongs to the block holding its centre, and a seeded ``val_fraction``
+    of the occupied blocks go to val, so neighbouring tiles of one block never straddle train and val.
+    ``buffer`` blocks around every val block are dropped from train (0: none; 1: the 8 neighbours)."""
+
+    kind: Literal["blocks"]
+    size: float = Field(gt=0)
+    units: Literal["map", "pixels"] = "map"
+    val_fraction: float = Field(0.25, gt=0, lt=1)
+    buffer: int = Field(0, ge=0)
+
+
+class FolderConfig(_Strict):
+    """``prepare.folder``: any folder of GeoTIFF images with GeoTIFF / PNG / JPEG labels (``source: folder``).
+
+    ``images`` / ``labels`` are globs relative to ``root`` (``**`` recurses). An image and a label pair up
+    when their keys agree: the path below the glob's fixed leading folders with ``image_suffix`` /
+    ``label_suffix`` cut off the end (default: the file extension), e.g. ``image/t01_rgb.tif`` and
+    ``label/t01_gt.png`` with suffixes ``_rgb.tif`` / ``_gt.png`` share key ``t01``.
+    ``bands``: 1-based band numbers to keep (GDAL / QGIS numbering; None = all) and ``band_names`` their
+    names (None = the band descriptions, else ``B<n>``). ``nodata``: image nodata for rasters that
+    declare none. ``ignore``: raw label values meaning "no label" (become 255, ignored in training).
+    ``mapping``: raw label value -> leaf (index 0..C-1 or leaf name) for labels that are not the tree's own
+    values; without it labels use the tree's ``label_values`` (or are leaf indices 0..C-1 if it has none).
+    """
+
+    images: str = "image/*.tif"
+    labels: str = "label/*.tif"
+    image_suffix: str | None = None
+    label_suffix: str | None = None
+    bands: list[Annotated[int, Field(ge=1)]] | None = None
+    band_names: list[str] | None = None
+    nodata: float | None = None
+    ignore: list[int] = [255]
+    mapping: dict[int, int | str] | None = None
+    tile_size: int | None = Field(256, ge=8, description="tile edge in pixels (None: whole images)")
+    fit: Literal["pad", "crop", "cover"] = "pad"
+    split: Annotated[RandomSplit | FileListSplit | BlockSplit, Field(discriminator="kind")] = RandomSplit()
+
+    @field_validator("ignore", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        return [v] if isinstance(v, int) else v
+
+    @model_validator(mode="after")
+    def _names_match_bands(self) -> FolderConfig:
+        if self.bands is not None and self.band_names is not None and len(self.bands) != len(self.band_names):
+            raise ValueError(f"prepare.folder: {len(self.band_names)} band_names for {len(self.bands)} bands")
+        if self.band_names is not None and len(set(self.band_names)) != len(self.band_names):
+            raise ValueError(f"prepare.folder.band_names repeat a name: {self.band_names}")
+        if self.mapping and set(self.mapping) & set(self.ignore):
+            raise ValueError(f"prepare.folder: values {sorted(set(self.mapping) & set(self.ignore))} are both "
+                             "mapped and ignored")  # fmt: skip
+        return self
+
+
 class PrepareConfig(_Strict):
     """``params.yaml`` -> ``prepare`` section.
 
     ``source``: ``synthetic`` (generate everything; the default) or a real layout read in place
     from ``root``: ``gid15``, ``agnet``, ``mm5b`` (per-source folders; ``sources`` lists them),
-    ``whdld``, ``folder`` (``root/image`` + ``root/label``; give ``hierarchy``).
+    ``whdld``, ``folder`` (any folder of images and labels described by ``folder``: :class:`FolderConfig`;
+    give ``hierarchy``, a built-in tree name or a YAML path).
     """
 
     source: Literal["synthetic", "gid15", "agnet", "mm5b", "whdld", "folder"] = "synthetic"
@@ -74,6 +153,7 @@ class PrepareConfig(_Strict):
     val_rows: list[int] = [24, 25]
     buffer_rows: list[int] = []
     strict: bool = True
+    folder: FolderConfig = FolderConfig()
 
     @model_validator(mode="after")
     def _root_for_real(self) -> PrepareConfig:
@@ -82,7 +162,9 @@ class PrepareConfig(_Strict):
                 f"prepare.source={self.source!r} reads real data: set prepare.root to its folder"
             )
         if self.source == "folder" and not self.hierarchy:
-            raise ValueError("prepare.source='folder' needs prepare.hierarchy (a tree YAML)")
+            raise ValueError("prepare.source='folder' needs prepare.hierarchy (a built-in tree name or a YAML path)")
+        if "folder" in self.tile_size:
+            raise ValueError("prepare.tile_size.folder: set prepare.folder.tile_size instead")
         return self
 
     @classmethod

@@ -101,7 +101,8 @@ def dataset_from_items(name: str, items: list[RasterItem], h: Hierarchy, spec: M
     return GeoTiffDataset(
         items, h, tile_size=tile_size if tile_size is not None else spec.get("tile_size"),
         fit=fit or spec.get("fit", "pad"), mean=mean, std=std, transforms=transforms, source=name, strict=strict,
-        label_colors=WHDLD_COLORS if spec.get("adapter") == "whdld" else None,
+        label_colors=WHDLD_COLORS if spec.get("adapter") == "whdld" else None, band_names=spec.get("bands"),
+        band_indexes=spec.get("band_indexes"), image_nodata=spec.get("nodata"),
     )  # fmt: skip
 
 
@@ -167,6 +168,8 @@ def build_dataset(
     tree = hierarchy if hierarchy is not None else spec.get("tree")
     if tree is None:
         raise ValueError(f"dataset {source!r} has no default tree; pass hierarchy=")
+    if hierarchy is None and Path(str(tree)).suffix in (".yaml", ".yml") and not Path(tree).is_absolute():
+        tree = base / tree  # a prepared folder's own tree (folder source: folder/tree.yaml)
     h = load_hierarchy(tree)
     if normalize and override is not None:
         stats = override

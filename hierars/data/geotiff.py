@@ -79,6 +79,8 @@ class GeoTiffDataset(Dataset):
         label_colors: colour -> leaf-name map for 3-band colour-coded label images (WHDLD).
         image_nodata: nodata value for images that do not declare one.
         check: validate every pair's headers now (missing / unreadable files, band counts, shapes).
+        band_indexes: 1-based bands to read (GDAL numbering; None = all), e.g. ``[4, 3, 2]``.
+        band_names: names of the bands read (kept as ``self.band_names``, e.g. for a checkpoint).
     """
 
     def __init__(
@@ -96,6 +98,8 @@ class GeoTiffDataset(Dataset):
         label_colors: Mapping[tuple[int, int, int], str] | None = None,
         image_nodata: float | None = None,
         check: bool = True,
+        band_indexes: Sequence[int] | None = None,
+        band_names: Sequence[str] | None = None,
     ) -> None:
         if not items:
             raise ValueError(f"GeoTiffDataset({source!r}): no rasters given (empty folder or split?)")
@@ -104,6 +108,10 @@ class GeoTiffDataset(Dataset):
         self.tile_size, self.fit = tile_size, fit
         self.transforms, self.source, self.strict = transforms, source, strict
         self.image_nodata = image_nodata
+        self.band_indexes = [int(b) for b in band_indexes] if band_indexes is not None else None
+        self.band_names = list(band_names) if band_names is not None else None
+        if self.band_indexes is not None:
+            num_bands = len(self.band_indexes)
         self._known = set(v for vs in hierarchy.leaf_raw_values.values() for v in vs) | set(
             getattr(hierarchy, "ignore_values", ()) or ()
         )
@@ -123,6 +131,8 @@ class GeoTiffDataset(Dataset):
             h, w, crs, tr = self._check(it) if check else self._header(it)
             self._geo.append((crs, tr))
             self.index += [(i, win) for win in tile_windows(h, w, tile_size, fit)]
+        if self.band_names is not None and self.num_bands is not None and len(self.band_names) != self.num_bands:
+            raise ValueError(f"{source}: {len(self.band_names)} band names for {self.num_bands}-band images")
         if tile_size is None and check:
             sizes = {(int(w.height), int(w.width)) for _, w in self.index}
             if len(sizes) > 1:
@@ -146,9 +156,11 @@ class GeoTiffDataset(Dataset):
 
     def _check(self, it: RasterItem) -> tuple[int, int, str, tuple[float, ...]]:
         with open_raster(it.image) as ds:
+            if self.band_indexes is not None and max(self.band_indexes) > ds.count:
+                raise ValueError(f"{it.image}: has {ds.count} bands, band_indexes asks for {self.band_indexes}")
             if self.num_bands is None:
                 self.num_bands = ds.count
-            elif ds.count != self.num_bands:
+            elif ds.count != self.num_bands and self.band_indexes is None:
                 raise ValueError(
                     f"{it.image}: has {ds.count} bands, expected {self.num_bands} (as the other images)"
                 )
@@ -172,10 +184,17 @@ class GeoTiffDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def label(self, idx: int) -> torch.Tensor:
+        """Sample ``idx``'s labels only (LongTensor L x T x T, 255 = ignore), without reading the image
+        (so the image's nodata is not applied): for class counts."""
+        i, win = self.index[idx]
+        return self._read_label(self.items[i], win, (int(win.height), int(win.width)))
+
     def _read_image(self, it: RasterItem, win: Window) -> tuple[torch.Tensor, torch.Tensor]:
         with open_raster(it.image) as ds:
             try:
-                a = ds.read(window=win, boundless=True, fill_value=0, masked=False).astype(np.float32)
+                a = ds.read(self.band_indexes, window=win, boundless=True, fill_value=0, masked=False)
+                a = a.astype(np.float32)
             except RasterioError as e:
                 raise ValueError(f"{it.image}: failed to read pixels ({e})") from None
             nodata = ds.nodata if ds.nodata is not None else self.image_nodata

@@ -7,7 +7,10 @@
     stats.json       per dataset: per-band mean / std / p02 / p98 over its train split
     summary.json     counts and class shares (the returned summary adds timings and the folder)
 
-and, for ``source: synthetic``, the generated rasters::
+Every dataset entry of the manifest carries its band names (``bands``) and normalisation statistics
+(``normalisation``: mean / std, the same numbers as ``stats.json``). For ``source: folder``
+(:mod:`hierars.data.folder`) the labels are rewritten as leaf indices under ``folder/label/`` with the tree in
+``folder/tree.yaml``; the images stay in place. For ``source: synthetic``, the generated rasters::
 
     mm5b/{rgb,gf2,s2}/{image,label}/scene_XXX.tif   MM-5B layout, 2 / 4 / 10 m, co-registered
     crop10m/{image,label}/scene_XXX.tif             Crop10m-like S2 domain (crop10m tree)
@@ -30,10 +33,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from hierars.atomic import atomic_write_text
 from hierars.data.config import PrepareConfig
 from hierars.data.datasets import DATASETS, dataset_from_items, real_items, split_real
+from hierars.data.folder import prepare_folder
 from hierars.data.generate import write_crop10m, write_mm5b, write_retrieval, write_whdld
 from hierars.data.labels import load_hierarchy, raw_values, unlabeled_value
 from hierars.data.manifest import item_dict, rel_path
@@ -41,7 +46,7 @@ from hierars.data.rasters import RasterItem, open_raster, tile_windows
 from hierars.data.stats import band_stats
 from hierars.hierarchy import Hierarchy
 
-__all__ = ["prepare", "load_hierarchy"]
+__all__ = ["prepare", "load_hierarchy", "class_pixels"]
 
 
 def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
@@ -85,6 +90,12 @@ def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
                 "retrieval", out / "retrieval", "whdld", tile_size=cfg.retrieval.patch_px
             )
             timings["retrieval"] = time.perf_counter() - t
+    elif cfg.source == "folder":
+        t = time.perf_counter()
+        splits["folder"], fields = prepare_folder(cfg.root, cfg.folder, load_hierarchy(cfg.hierarchy), out, seed,
+                                                  strict=cfg.strict)  # fmt: skip
+        datasets["folder"] = {"root": rel_path(Path(cfg.root), out), "tree_source": cfg.hierarchy} | fields
+        timings["folder"] = time.perf_counter() - t
     else:
         root = Path(cfg.root)
         names = (
@@ -108,7 +119,10 @@ def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
     stats = {}
     for name, sp in splits.items():
         train = sp.get("train") or sp.get("archive")
-        stats[name] = band_stats(train, seed=seed, desc=f"stats {name}") | {"bands": datasets[name]["bands"]}
+        d = datasets[name]
+        stats[name] = band_stats(train, seed=seed, desc=f"stats {name}", indexes=d.get("band_indexes"),
+                                 nodata=d.get("nodata")) | {"bands": d["bands"]}  # fmt: skip
+        d["normalisation"] = {"mean": stats[name]["mean"], "std": stats[name]["std"]}
     timings["stats"] = time.perf_counter() - t
     manifest = {"kind": cfg.source, "seed": seed, "config": cfg.model_dump(), "datasets": datasets}
     split_json = {
@@ -123,6 +137,8 @@ def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
         },
         "seconds": {k: round(v, 2) for k, v in timings.items()} | {"total": round(time.perf_counter() - t0, 2)},
     }  # fmt: skip
+    if cfg.source != "synthetic":
+        summary["class_pixels"] = {n: class_pixels(n, datasets[n], sp, out) for n, sp in splits.items()}
     if cfg.source == "synthetic":
         h = load_hierarchy(cfg.hierarchy or "mm5b")
         gf = splits.get("gf2") or next(iter(splits.values()))
@@ -134,6 +150,21 @@ def prepare(cfg: PrepareConfig | Mapping, out_dir: str | Path) -> dict:
                        ("summary.json", stored)):  # fmt: skip
         atomic_write_text(out / fname, json.dumps(obj, indent=1, sort_keys=False) + "\n")
     return summary
+
+
+def class_pixels(name: str, spec: Mapping, split: Mapping[str, list[RasterItem]], out: Path) -> dict:
+    """Labelled pixels per leaf in every split of a prepared dataset: ``{split: {leaf: n}}`` (ignore left out)."""
+    tree = spec["tree"]
+    h = load_hierarchy(out / tree if str(tree).endswith((".yaml", ".yml")) and not Path(tree).is_absolute() else tree)
+    res = {}
+    for part, items in split.items():
+        ds = dataset_from_items(name, items, h, spec, strict=False)
+        n = np.zeros(h.num_classes[-1], np.int64)
+        for i in tqdm(range(len(ds)), desc=f"class pixels {name} {part}", leave=False):
+            fine = ds.label(i)[-1].numpy().ravel()
+            n += np.bincount(fine[fine != h.ignore_index], minlength=len(n))[: len(n)]
+        res[part] = {leaf: int(v) for leaf, v in zip(h.names[-1], n, strict=True)}
+    return res
 
 
 def _count_tiles(out: Path, name: str, spec: Mapping, items: list[RasterItem]) -> int:

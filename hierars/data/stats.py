@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from rasterio.errors import RasterioError
 from tqdm.auto import tqdm
 
 from hierars.data.rasters import RasterItem, open_raster
@@ -13,9 +14,12 @@ __all__ = ["band_stats"]
 
 
 def band_stats(items: Sequence[RasterItem], max_samples_per_raster: int = 20000, seed: int = 0,
-               desc: str = "band stats") -> dict:  # fmt: skip
+               desc: str = "band stats", indexes: Sequence[int] | None = None,
+               nodata: float | None = None) -> dict:  # fmt: skip
     """Mean, std (exact, float64 sums over all valid pixels) and 2 / 98 % percentiles (from a
-    seeded per-raster subsample) of every band. Nodata pixels are skipped; NaN / inf raise.
+    seeded per-raster subsample) of every band (``indexes``: 1-based bands to use; None = all). Nodata
+    pixels (the raster's nodata, else ``nodata``) are skipped; NaN / inf and unreadable pixels raise naming
+    the file.
 
     Returns ``{"mean": [C], "std": [C], "p02": [C], "p98": [C], "min": [C], "max": [C], "pixels": int}``.
     """
@@ -29,16 +33,19 @@ def band_stats(items: Sequence[RasterItem], max_samples_per_raster: int = 20000,
     bands = None
     for it in tqdm(items, desc=desc, leave=False):
         with open_raster(it.image) as ds:
-            a = ds.read().astype(np.float64)
-            nodata = ds.nodata
+            try:
+                a = ds.read(list(indexes) if indexes is not None else None).astype(np.float64)
+            except RasterioError as e:
+                raise ValueError(f"{it.image}: cannot read its pixels (truncated or corrupt?): {e}") from None
+            nd = ds.nodata if ds.nodata is not None else nodata
         if bands is None:
             bands = a.shape[0]
         elif a.shape[0] != bands:
             raise ValueError(f"{it.image}: has {a.shape[0]} bands, expected {bands} (as the other images)")
         x = a.reshape(bands, -1)
         valid = np.ones(x.shape[1], bool)
-        if nodata is not None:
-            valid &= ~(np.isnan(x).any(0) if np.isnan(nodata) else (x == nodata).any(0))
+        if nd is not None:
+            valid &= ~(np.isnan(x).any(0) if np.isnan(nd) else (x == nd).any(0))
         x = x[:, valid]
         if not np.isfinite(x).all():
             raise ValueError(f"{it.image}: NaN/inf pixel values; declare a nodata value or fix the raster")
