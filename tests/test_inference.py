@@ -175,9 +175,10 @@ def test_prediction_files_carry_colours_and_names(tmp_path):
     write_scene(src, h=40, w=50, nodata=0)
     info = predict_raster(Pointwise(), src, dst, MM5B, window=32, overlap=8, progress=False)
     palettes = MM5B.palettes()
-    assert [p.name for p in info.level_vrts] == ["pred_L1.vrt", "pred_L2.vrt", "pred_L3.vrt"]
-    for level, vrt in enumerate(info.level_vrts):
-        with rasterio.open(vrt) as ds:
+    assert [p.name for p in info.level_paths] == ["pred_L1.tif", "pred_L2.tif", "pred_L3.tif"]
+    assert [p.name for p in info.styles] == ["pred_L1.qml", "pred_L2.qml", "pred_L3.qml"]
+    for level, level_tif in enumerate(info.level_paths):
+        with rasterio.open(level_tif) as ds:
             cmap = ds.colormap(1)
             assert all(cmap[c][:3] == tuple(palettes[level][c]) for c in range(MM5B.num_classes[level]))
             assert ds.crs.to_epsg() == 32650 and ds.descriptions[0].startswith(f"L{level + 1}:")

@@ -8,7 +8,7 @@ dataset), :mod:`~hierars.data.synthetic` (the generator), :mod:`~hierars.data.co
 :mod:`~hierars.data.generate`, :mod:`~hierars.data.prepare` (the prepare stage),
 :mod:`~hierars.data.datasets` (reading prepared or raw data), :mod:`~hierars.data.labels`,
 :mod:`~hierars.data.manifest`, :mod:`~hierars.data.stats`, :mod:`~hierars.data.transforms`,
-:mod:`~hierars.data.raster_prediction`.
+:mod:`~hierars.data.raster_prediction`, :mod:`~hierars.data.saved_model` (a trained model that predicts on its own).
 
 Typical use::
 
@@ -34,6 +34,7 @@ from hierars.data.labels import load_hierarchy
 from hierars.data.prepare import prepare
 from hierars.data.raster_prediction import RasterPrediction, predict_raster
 from hierars.data.rasters import RasterItem, read_raster, resample_label, tile_windows, write_geotiff
+from hierars.data.saved_model import Prediction, SavedModel, load_model
 from hierars.data.stats import band_stats
 from hierars.data.transforms import SegAugment
 
@@ -45,6 +46,9 @@ __all__ = [
     "RasterItem",
     "RasterPrediction",
     "predict_raster",
+    "Prediction",
+    "SavedModel",
+    "load_model",
     "RetrievalConfig",
     "SegAugment",
     "SyntheticConfig",
