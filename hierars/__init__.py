@@ -4,7 +4,13 @@ The public API of the core (see README and ARCHITECTURE.md): :class:`Hierarchy`,
 and its baselines), the losses (:class:`HSCLoss`), decoding (:func:`jsps`), :func:`build_model` and
 sliding-window prediction, and :class:`TransLU` (``hierars.transfer``); retrieval is ``hierars.retrieval``. Importing ``hierars`` loads the core only: the data, training, plotting and
 project layers are imported on demand (``hierars.data``, ``hierars.training``, ...).
+
+:func:`load_model` (a trained model that normalises, checks bands and predicts arrays or GeoTIFFs by itself) lives in
+the data layer (it reads rasters) and is resolved lazily on first access (PEP 562), so ``import hierars`` stays
+core-only; it is the one facade ARCHITECTURE.md lets the package root reach upwards for.
 """
+
+from typing import Any
 
 from hierars.decoding import jsps, lift_flat, predict_levels
 from hierars.heads import BHCCM, FlatHead, HSSNHead, IndependentHeads, MergingBlock
@@ -35,5 +41,22 @@ __all__ = [
     "HierarchicalMetrics",
     "build_model",
     "TransLU",
+    "load_model",
     "__version__",
 ]
+
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: ``hierars.load_model`` imports the data layer on first access (tests/test_architecture.py allows
+    exactly this import, inside this function)."""
+    if name == "load_model":
+        from hierars.data.saved_model import load_model
+
+        globals()[name] = load_model
+        return load_model
+    raise AttributeError(f"module 'hierars' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"load_model"})

@@ -1,4 +1,4 @@
-"""The ``hierars`` command line: ``hierars index`` and ``hierars search`` (HIR-style retrieval).
+"""The ``hierars`` command line: ``predict`` (maps for GIS), ``index`` and ``search`` (HIR-style retrieval).
 
 ::
 
@@ -7,12 +7,14 @@
                    [--level all|0|1|2] [--weight building=4] [--level-weights 1 1 1]
 
 ``IMAGES`` are GeoTIFFs or folders (searched recursively for ``*.tif`` / ``*.tiff``). ``SEGMENTER`` is a
-training checkpoint (``models/<run>/seed<k>/ckpt.pt``, :func:`hierars.training.fit`); its tree is the
-built-in tree named in the checkpoint unless ``--tree`` gives one. ``TKANET`` is a
-:func:`hierars.retrieval.save_tkanet` checkpoint (it normalises its own input). The segmenter's input
-normalisation comes from ``--mean/--std``, or ``--stats FILE`` (``{"mean", "std"}`` or the prepare stage's
-``stats.json`` with ``--stats-source``), or, by default, the prepared data's ``stats.json`` for the
-checkpoint's ``source``; it is written into the index and reused for queries.
+training checkpoint (``models/<run>/seed<k>/ckpt.pt``), loaded by :func:`hierars.load_model` with the tree and
+normalisation it carries (``--tree`` may name the same tree). ``TKANET`` is a
+:func:`hierars.retrieval.save_tkanet` checkpoint (it normalises its own input). ``--mean/--std`` or ``--stats FILE``
+(``{"mean", "std"}`` or the prepare stage's ``stats.json`` with ``--stats-source``) override the segmenter's stored
+normalisation; the one used is written into the index and reused for queries.
+
+``hierars predict`` (:mod:`hierars.project.predict_cmd`) writes per-level GeoTIFFs, confidence, a
+confidence-aware granularity map and QGIS styles for images; ``hierars train`` trains a run.
 
 ``search`` reloads the segmenter and embedder recorded in the index (or ``--model`` / ``--embedder``) and
 refuses models or a tree that differ from the ones the index was built with.
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hierars.project.predict_cmd import add_predict
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -68,70 +72,57 @@ def _read_image(path: Path) -> np.ndarray:
     return a
 
 
-def _checkpoint_info(ckpt: Path) -> dict[str, Any]:
-    """Tree name, class counts, band count and run settings of a training checkpoint."""
-    from hierars.training import load_checkpoint
-
-    state = load_checkpoint(ckpt)
-    in_ch = next((int(v.shape[1]) for v in state["model"].values() if getattr(v, "ndim", 0) == 4), None)
-    return {"tree": state.get("hierarchy", {}).get("name"), "num_classes": state.get("hierarchy", {}).get("num_classes"),
-            "in_channels": in_ch, "config": state["config"]}
-
-
-def _load_tree(spec: str | None, info: dict[str, Any], ckpt: Path):
+def _load_tree(spec: str, ckpt: Path):
     from hierars import Hierarchy
 
-    name = spec or info["tree"]
-    if not name:
-        raise CLIError(f"{ckpt} names no tree; pass --tree NAME_OR_YAML")
     try:
-        h = Hierarchy.load(name)
+        return Hierarchy.load(spec)
     except Exception as e:  # noqa: BLE001 - HierarchyError / FileNotFoundError alike
-        raise CLIError(f"cannot load tree {name!r} for {ckpt}: {e} (pass --tree NAME_OR_YAML)") from None
-    if info["num_classes"] and list(h.num_classes) != list(info["num_classes"]):
-        raise CLIError(f"{ckpt} was trained for classes {info['num_classes']}, the tree {name!r} has "
-                       f"{list(h.num_classes)}")
-    return h
+        raise CLIError(f"cannot load tree {spec!r} given for {ckpt}: {e}") from None
 
 
 def _load_segmenter(ckpt: Path, tree: str | None, device: str):
-    from hierars.training import load_run_model
+    """The segmenter of a self-contained checkpoint (:func:`hierars.load_model`), its tree, and what the index
+    records (tree name, class counts, band count, settings, stored normalisation). ``tree`` (a name or YAML), if
+    given, must be the stored tree."""
+    from hierars.data import load_model
 
-    info = _checkpoint_info(ckpt)
-    h = _load_tree(tree, info, ckpt)
-    return load_run_model(ckpt, h, info["in_channels"], device=device), h, info
+    saved = load_model(ckpt, device)
+    h = saved.hierarchy
+    if tree:
+        other = _load_tree(tree, ckpt)
+        if other.names != h.names:
+            raise CLIError(f"{ckpt} was trained with the tree {h.name!r} {list(h.num_classes)}; --tree {tree!r} "
+                           f"is a different tree {list(other.num_classes)}")
+    info = {"tree": h.name, "num_classes": list(h.num_classes), "in_channels": saved.in_channels,
+            "config": saved.config, "mean": saved.mean, "std": saved.std, "bands": saved.band_names}
+    return saved.model, h, info
 
 
 def _normalisation(args: argparse.Namespace, info: dict[str, Any], bands: int) -> tuple[list | None, list | None, str]:
-    """Segmenter input mean / std and a description of where they came from."""
+    """Segmenter input mean / std and where they came from: ``--mean/--std``, ``--stats``, else the checkpoint's."""
     if args.mean or args.std:
         if not (args.mean and args.std):
             raise CLIError("give both --mean and --std")
-        return list(args.mean), list(args.std), "--mean/--std"
-    source = args.stats_source or info["config"].get("source")
-    stats_path = Path(args.stats) if args.stats else None
-    if stats_path is None:
-        try:
-            from hierars.project import load_params, resolve_path, stage_paths
-
-            data_dir = info["config"].get("data_dir")
-            base = resolve_path(data_dir) if data_dir else stage_paths(load_params())["data"] / "processed"
-            stats_path = base / "stats.json"
-        except Exception:  # noqa: BLE001 - no params.yaml here: fall through to raw values
-            stats_path = None
-        if stats_path is None or not stats_path.is_file():
-            return None, None, "none (raw band values; pass --stats or --mean/--std)"
-    if not stats_path.is_file():
-        raise FileNotFoundError(f"stats file not found: {stats_path}")
-    stats = json.loads(stats_path.read_text())
-    if "mean" not in stats:
-        if source not in stats:
-            raise CLIError(f"{stats_path} has no entry {source!r}; entries: {sorted(stats)} (use --stats-source)")
-        stats = stats[source]
-    mean, std = list(stats["mean"]), list(stats["std"])
-    if len(mean) != bands:
-        raise CLIError(f"{stats_path} [{source}] has {len(mean)} band means for {bands}-band images")
-    return mean, std, f"{stats_path} [{source}]"
+        mean, std, where = list(args.mean), list(args.std), "--mean/--std"
+    elif args.stats:
+        stats_path = Path(args.stats)
+        if not stats_path.is_file():
+            raise FileNotFoundError(f"stats file not found: {stats_path}")
+        stats = json.loads(stats_path.read_text())
+        source = args.stats_source or info["config"].get("source")
+        if "mean" not in stats:
+            if source not in stats:
+                raise CLIError(f"{stats_path} has no entry {source!r}; entries: {sorted(stats)} (use --stats-source)")
+            stats = stats[source]
+        mean, std, where = list(stats["mean"]), list(stats["std"]), f"{stats_path} [{source}]"
+    elif info.get("mean") is None:
+        return None, None, "none (the model was trained on raw band values)"
+    else:
+        mean, std, where = list(info["mean"]), list(info["std"]), "the checkpoint's (as in training)"
+    if len(mean) != bands or len(std) != bands:
+        raise CLIError(f"normalisation from {where} has {len(mean)} means / {len(std)} stds for {bands}-band images")
+    return mean, std, where
 
 
 def _class_weights(items: Sequence[str] | None) -> dict[str, float] | None:
@@ -258,7 +249,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     for what, p, opt in (("segmenter", ckpt, "--model"), ("embedder", emb_path, "--embedder")):
         if not p.is_file():
             raise FileNotFoundError(f"{what} checkpoint of the index not found: {p} (pass {opt})")
-    segmenter, h, _ = _load_segmenter(ckpt, args.tree or index.meta.get("tree_spec"), args.device)
+    segmenter, h, _ = _load_segmenter(ckpt, args.tree, args.device)
     embedder = load_tkanet(emb_path).to(args.device)
     index.check_compatible(segmenter=segmenter, embedder=embedder, tree=h, source=f"index {args.index}")
     results = []
@@ -292,8 +283,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------- main
-#: subcommand name → function adding its parser to the subparsers (the lead adds ``predict`` here).
-COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"index": _add_index, "search": _add_search}
+#: subcommand name → function adding its parser to the subparsers.
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"index": _add_index, "search": _add_search,
+                                                                   "predict": add_predict}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, FileNotFoundError, HierarchyError, ValueError) as e:
+    except (CLIError, OSError, HierarchyError, ValueError) as e:  # OSError: missing / unwritable files
         print(f"hierars {args.command}: error: {e}", file=sys.stderr)
         return 2
 

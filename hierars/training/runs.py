@@ -26,9 +26,10 @@ from torch.utils.data import Dataset
 from hierars.atomic import atomic_write_csv, atomic_write_json
 from hierars.hierarchy import Hierarchy
 from hierars.models import build_model
-from hierars.training.checkpoint import load_checkpoint
+from hierars.training.checkpoint import load_checkpoint, run_metadata
 from hierars.training.config import TrainConfig, resolve_run, run_names
 from hierars.training.loop import fit
+from hierars.training.model_card import write_model_card
 from hierars.training.optim import build_loss
 from hierars.training.seeding import seed_everything
 
@@ -75,7 +76,10 @@ def train_run(run: str, cfg: TrainConfig, hierarchy: Hierarchy, train_ds: Datase
     for the transfer variants; ``report_name`` (default ``run``) names the files under ``reports_dir``.
 
     Writes:
-        ``models_dir/<run>/seed<k>/{ckpt.pt, metrics.json, curve.csv}``;
+        ``models_dir/<run>/seed<k>/{ckpt.pt, metrics.json, curve.csv}`` (each checkpoint self-contained:
+        :func:`hierars.training.checkpoint.run_metadata`, read by :func:`hierars.load_model`);
+        ``models_dir/<run>/MODEL_CARD.md`` — data, tree, settings, per-seed metrics
+        (:mod:`hierars.training.model_card`);
         ``reports_dir/metrics/<report_name>.json`` — :func:`aggregate_seeds` of the per-seed metrics (flat scalars);
         ``reports_dir/plots/<report_name>_curve.csv`` — every seed's curve, with a ``seed`` column.
 
@@ -87,6 +91,7 @@ def train_run(run: str, cfg: TrainConfig, hierarchy: Hierarchy, train_ds: Datase
     in_channels = int(train_ds[0]["image"].shape[0])
     models_dir, reports_dir = Path(models_dir), Path(reports_dir)
     per_seed, curves, ckpts = [], [], []
+    meta = run_metadata(cfg, hierarchy, in_channels, train_ds, val_ds, rebuildable=build is None)
     for seed in cfg.seed_list:
         seed_cfg = cfg.model_copy(update={"seed": seed, "seeds": None})
         seed_everything(seed)
@@ -95,12 +100,13 @@ def train_run(run: str, cfg: TrainConfig, hierarchy: Hierarchy, train_ds: Datase
         else:
             model, loss_fn = build(seed_cfg, in_channels)
         out = models_dir / run / f"seed{seed}"
-        metrics = fit(model, loss_fn, train_ds, val_ds, hierarchy, seed_cfg, out, resume)
+        metrics = fit(model, loss_fn, train_ds, val_ds, hierarchy, seed_cfg, out, resume, meta=meta)
         per_seed.append(metrics)
         ckpts.append(out / "ckpt.pt")
         with (out / "curve.csv").open(newline="") as fh:
             curves += [{"seed": seed, **row} for row in csv.DictReader(fh)]
     agg = aggregate_seeds(per_seed)
+    write_model_card(models_dir / run / "MODEL_CARD.md", run, cfg, hierarchy, meta, per_seed, agg, cfg.seed_list)
     atomic_write_json(reports_dir / "metrics" / f"{report_name or run}.json", agg)
     atomic_write_csv(reports_dir / "plots" / f"{report_name or run}_curve.csv", curves)
     return {"run": run, "config": cfg.model_dump(), "per_seed": per_seed, "aggregate": agg, "ckpts": ckpts}
