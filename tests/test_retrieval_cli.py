@@ -13,7 +13,7 @@ from rasterio.transform import from_origin
 from hierars import Hierarchy
 from hierars.project.cli import build_parser, main
 from hierars.retrieval import TKANet, save_tkanet
-from hierars.training import TrainConfig, build_run_model, save_checkpoint
+from hierars.training import TrainConfig, build_run_model, run_metadata, save_checkpoint
 
 SIZE = 64
 
@@ -26,13 +26,23 @@ def write_tif(path, data):
     return path
 
 
+class _Stats:
+    """What run_metadata reads from a training dataset: the bands' normalisation (raw RGB around 100 ± 60)."""
+
+    mean, std, band_names = [100.0] * 3, [60.0] * 3, ["red", "green", "blue"]
+
+    def __len__(self) -> int:
+        return 6
+
+
 def segmenter_ckpt(path, h, seed):
-    """A tiny segmenter saved the way the training loop saves (``fit``'s checkpoint keys)."""
+    """A tiny segmenter saved the way the training loop saves (``fit``'s keys + the self-contained metadata)."""
     cfg = TrainConfig(arch="fpn", encoder="tu-resnet18", head="bhccm", decoder_channels=32, source="rgb")
     torch.manual_seed(seed)
     model = build_run_model(cfg, h, 3)
     save_checkpoint(path, {"model": model.state_dict(), "iteration": 1, "config": cfg.model_dump(),
-                           "hierarchy": {"name": h.name, "num_classes": list(h.num_classes)}})
+                           "hierarchy": {"name": h.name, "num_classes": list(h.num_classes)},
+                           **run_metadata(cfg, h, 3, _Stats())})
     return path
 
 
@@ -97,6 +107,22 @@ def test_cli_bad_inputs(setup, tmp_path, capsys):
     assert main(["index", str(empty), "--model", str(setup["seg"]), "--embedder", str(setup["tk"]), "-o",
                  str(tmp_path / "e.hirx")]) == 2
     assert "no .tif images" in capsys.readouterr().err
+
+
+def test_index_normalises_as_the_checkpoint_says_and_refuses_old_checkpoints(setup, tmp_path, capsys):
+    from hierars.retrieval import ArchiveIndex
+
+    common = ["--embedder", str(setup["tk"]), "--no-progress"]
+    out = tmp_path / "n.hirx"
+    assert main(["index", str(setup["tmp"] / "archive"), "--model", str(setup["seg"]), "-o", str(out), *common]) == 0
+    assert "the checkpoint's" in capsys.readouterr().err
+    assert ArchiveIndex.load(out).meta["seg_mean"] == [100.0] * 3  # stored with the model, no --stats needed
+    old = tmp_path / "old.pt"
+    save_checkpoint(old, {"model": {}, "iteration": 1, "config": {}, "hierarchy": {"name": "whdld"}})
+    assert main(["index", str(setup["tmp"] / "archive"), "--model", str(old), "-o", str(tmp_path / "o.hirx"),
+                 *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "old.pt" in err and "tree definition" in err and "normalisation" in err and len(err.splitlines()) == 1
 
 
 def test_parser_has_index_and_search():

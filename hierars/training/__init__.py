@@ -4,7 +4,7 @@ Uses the core (models, losses, decoding, metrics) and the data layer (augmentati
 (``params.yaml``, the repository's paths) is never imported here.
 """
 
-from hierars.training.checkpoint import load_checkpoint, save_checkpoint
+from hierars.training.checkpoint import load_checkpoint, run_metadata, save_checkpoint
 from hierars.training.config import TrainConfig, TrainSection, resolve_run, run_names
 from hierars.training.evaluation import evaluate, evaluate_modes, predict_samples
 from hierars.training.loop import fit
@@ -23,5 +23,5 @@ __all__ = [
     "TrainConfig", "TrainSection", "resolve_run", "run_names", "seed_everything", "IterationBatchSampler",
     "pad_collate", "build_loss", "build_optimizer", "build_scheduler", "PolyLR", "fit", "evaluate",
     "evaluate_modes", "predict_samples", "save_checkpoint", "load_checkpoint", "aggregate_seeds",
-    "build_run_model", "train_run", "collect_run_metrics", "load_run_model",
+    "build_run_model", "train_run", "collect_run_metrics", "load_run_model", "run_metadata",
 ]

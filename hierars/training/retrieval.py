@@ -47,6 +47,7 @@ from hierars.retrieval import (
     train_tkanet,
 )
 from hierars.retrieval.metrics import precision_at_k, relevance
+from hierars.training.checkpoint import run_metadata
 from hierars.training.config import TrainConfig
 from hierars.training.loop import fit
 from hierars.training.optim import build_loss
@@ -285,7 +286,7 @@ def run_retrieval_experiment(
     train_ds = ArraySegDataset(archive.images, archive.masks, mean, std)
     val_ds = ArraySegDataset(query.images, query.masks, mean, std)
     seg_metrics = fit(segmenter, build_loss(cfg, hierarchy), train_ds, val_ds, hierarchy, cfg, out_dir / "segmenter",
-                      resume=False)
+                      resume=False, meta=run_metadata(cfg, hierarchy, in_ch, train_ds, val_ds))  # hierars.load_model-able
     segmenter.eval()
 
     # 2. TKANet on merged scene labels of the archive
