@@ -3,7 +3,9 @@ confidence-aware granularity (each pixel labelled at the deepest level the model
 
 A hierarchical head gives one softmax per level, ``q_l`` (``N_l×H×W``). Over the tree's valid root-to-leaf paths
 they define one distribution, ``P(p) ∝ Π_l q_l(p_l)`` normalised over the paths, whose most probable path is
-exactly JSPS (method-spec Eq. 25: ``argmax_p Σ_l log q_l(p_l)``). A flat model's leaf softmax is ``P`` itself.
+exactly JSPS (method-spec Eq. 25: ``argmax_p Σ_l log q_l(p_l)``); it is the distribution whose negative
+log-likelihood of the true path is the HSC loss's path term (Eqs. 19-23), so an HSC-trained model is trained to
+calibrate it. A flat model's leaf softmax is ``P`` itself.
 A node's probability is the mass of the paths through it, ``m_l(c) = Σ_{p: p_l = c} P(p)``; along a path it
 never increases from a class to its child.
 
