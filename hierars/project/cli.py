@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from hierars.project.predict_cmd import add_predict
+from hierars.project.train_cmd import add_train
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -285,6 +286,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- main
 #: subcommand name → function adding its parser to the subparsers.
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"index": _add_index, "search": _add_search,
+                                                                   "train": add_train,
                                                                    "predict": add_predict}
 
 

@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from hierars.decoding import MODES, predict_levels
 from hierars.hierarchy import Hierarchy
 from hierars.levels import as_level_list, upsample_logits
 from hierars.metrics import HierarchicalMetrics
+from hierars.training.distributed import DistInfo, current
 from hierars.training.sampling import pad_collate, subset
 
 __all__ = ["evaluate_modes", "evaluate", "flatten_modes", "predict_samples"]
@@ -28,12 +29,14 @@ __all__ = ["evaluate_modes", "evaluate", "flatten_modes", "predict_samples"]
 def evaluate_modes(model: nn.Module, dataset: Dataset, hierarchy: Hierarchy,
                    modes: Sequence[str] = ("argmax", "jsps"), *, batch_size: int = 8, num_workers: int = 0,
                    device: str | torch.device | None = None, progress: bool = True,
-                   max_samples: int | None = None) -> dict[str, dict[str, float]]:
+                   max_samples: int | None = None, distributed: bool = False) -> dict[str, dict[str, float]]:
     """Evaluate once per batch for several inference modes (one forward pass each batch).
 
     Logits are upsampled bilinearly to the mask size; ``hierars.inference.predict_levels`` turns
     them into B×L×H×W predictions (a flat model's finest prediction is lifted through the tree);
     ``hierars.metrics.HierarchicalMetrics`` accumulates per-level confusion matrices.
+    With ``distributed=True`` (every rank of a ``torch.distributed`` job calls it) rank ``r`` of ``W`` evaluates
+    samples ``r, r+W, ...`` and the confusion matrices are all-reduced: every rank returns the whole set's metrics.
 
     Returns:
         {mode: HierarchicalMetrics.to_flat_dict()} (e.g. keys mIoU_L1.., OA_L3, consistency).
@@ -46,6 +49,9 @@ def evaluate_modes(model: nn.Module, dataset: Dataset, hierarchy: Hierarchy,
     dataset = subset(dataset, max_samples)
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError("the evaluation dataset is empty")
+    info = current() if distributed else DistInfo()
+    if info.enabled:
+        dataset = Subset(dataset, range(info.rank, len(dataset), info.world_size))  # type: ignore[arg-type]
     if device is None:
         device = next(iter(model.parameters())).device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -61,6 +67,9 @@ def evaluate_modes(model: nn.Module, dataset: Dataset, hierarchy: Hierarchy,
                 meters[m].update(predict_levels(logits, hierarchy, mode=m).cpu(), mask)
     finally:
         model.train(was_training)
+    if info.enabled:
+        for meter in meters.values():
+            meter.all_reduce()
     return {m: {k: float(v) for k, v in meters[m].to_flat_dict().items()} for m in modes}
 
 

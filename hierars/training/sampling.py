@@ -29,14 +29,22 @@ class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
     The sample stream is the concatenation of per-epoch permutations of ``range(num_samples)``,
     epoch ``e`` drawn from a generator seeded with ``(seed, e)``; batch ``i`` is the slice
     ``[i*B, (i+1)*B)`` of that stream. No state: resuming at ``start`` reproduces the same batches.
+
+    Sharded over ``world_size`` processes (``torchrun``), ``batch_size`` is per process: the global batch
+    ``B = batch_size * world_size`` is drawn as above and process ``rank`` gets its ``rank``-th contiguous
+    ``batch_size`` keys, so the processes together see exactly a single process's batches of size ``B``.
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int, num_iterations: int, start: int = 0,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
         if num_samples < 1:
             raise ValueError("the training dataset is empty")
         if not 0 <= start <= num_iterations:
             raise ValueError(f"start iteration {start} outside [0, {num_iterations}]")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside [0, {world_size})")
+        self.rank, self.world_size, self.local_batch = rank, world_size, batch_size
+        batch_size = batch_size * world_size  # the global batch; batch_indices() returns all of it
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.num_iterations, self.start, self.shuffle = num_iterations, start, shuffle
         self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
@@ -52,15 +60,16 @@ class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
         return self._perm
 
     def batch_indices(self, iteration: int) -> list[int]:
-        """Dataset indices of the batch drawn at ``iteration``."""
+        """Dataset indices of the global batch drawn at ``iteration`` (all processes' samples)."""
         n, out = self.num_samples, []
         for pos in range(iteration * self.batch_size, (iteration + 1) * self.batch_size):
             out.append(int(self._permutation(pos // n)[pos % n]))
         return out
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        lo = self.rank * self.local_batch
         for it in range(self.start, self.num_iterations):
-            yield [(it, idx) for idx in self.batch_indices(it)]
+            yield [(it, idx) for idx in self.batch_indices(it)[lo : lo + self.local_batch]]
 
     def __len__(self) -> int:
         return self.num_iterations - self.start
@@ -121,15 +130,26 @@ def pad_collate(samples: Sequence[Mapping[str, Any]], multiple: int = 32, ignore
             "meta": [s.get("meta", {}) for s in samples]}
 
 
-def augment_batch(augment: nn.Module, image: torch.Tensor, mask: torch.Tensor, seed: int, iteration: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_batch(augment: nn.Module, image: torch.Tensor, mask: torch.Tensor, seed: int, iteration: int,
+                  rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply a batch augmentation under a CPU RNG seeded with ``(seed, iteration)`` (global state untouched).
 
     image B×C×H×W float, mask B×L×H×W int64 → same shapes. Runs on CPU tensors, before the device copy.
+    With ``world_size > 1`` the batch is process ``rank``'s share of a global batch of ``B * world_size``: the
+    augmentation runs on a global-size batch holding this share at its place (zeros elsewhere), so its random
+    parameters, drawn per sample of the whole batch, are those a single process draws for these samples. Costs
+    ``world_size`` times the augmentation work (flips, rotations and jitter are cheap next to a training step).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(mix_seed(seed, iteration, 0xA06))
-        return augment(image, mask)
+        if world_size == 1:
+            return augment(image, mask)
+        b = image.shape[0]
+        full_image = image.new_zeros((b * world_size, *image.shape[1:]))
+        full_mask = mask.new_zeros((b * world_size, *mask.shape[1:]))
+        full_image[rank * b : (rank + 1) * b], full_mask[rank * b : (rank + 1) * b] = image, mask
+        out_image, out_mask = augment(full_image, full_mask)
+        return out_image[rank * b : (rank + 1) * b], out_mask[rank * b : (rank + 1) * b]
 
 
 def subset(ds: Dataset, n: int | None) -> Dataset:
