@@ -72,7 +72,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"output {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"{model!r}", file=sys.stderr)
+    print(f"{model!r}", file=sys.stdout)
     bar = tqdm(files, desc="images", unit="image", disable=args.no_progress or len(files) == 1)
     for f in bar:
         bar.set_postfix_str(f.name, refresh=False)
