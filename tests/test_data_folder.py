@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rasterio.transform import from_origin
 
 from hierars.data import PrepareConfig, build_dataset, prepare, write_geotiff
-from hierars.data.config import BlockSplit, FileListSplit, FolderConfig, RandomSplit
+from hierars.data.config import FolderConfig, FolderSplit
 from hierars.data.folder import folder_pairs, split_folder
 from hierars.data.rasters import RasterItem
 from hierars.hierarchy import Hierarchy
@@ -123,9 +123,9 @@ def _grid_items(tmp_path: Path, n: int = 6, size: int = 8) -> tuple[list[RasterI
 
 def test_random_split_is_seeded_and_keeps_the_fraction(tmp_path):
     items, _ = _grid_items(tmp_path, 4)
-    a = split_folder(items, RandomSplit(val_fraction=0.25), 3, tmp_path / "g")
-    b = split_folder(items, RandomSplit(val_fraction=0.25), 3, tmp_path / "g")
-    c = split_folder(items, RandomSplit(val_fraction=0.25), 4, tmp_path / "g")
+    a = split_folder(items, FolderSplit(val_fraction=0.25), 3, tmp_path / "g")
+    b = split_folder(items, FolderSplit(val_fraction=0.25), 3, tmp_path / "g")
+    c = split_folder(items, FolderSplit(val_fraction=0.25), 4, tmp_path / "g")
     assert [it.image for it in a["val"]] == [it.image for it in b["val"]] != [it.image for it in c["val"]]
     assert len(a["val"]) == 4 and len(a["train"]) == 12
     assert not {it.image for it in a["val"]} & {it.image for it in a["train"]}
@@ -136,7 +136,7 @@ def test_file_list_split(tmp_path):
     root = tmp_path / "g"
     (root / "train.txt").write_text("# train tiles\nimage/t_0_0.tif\nt_0_1.tif\n\n")
     (root / "val.txt").write_text("t_1_1\n")  # a key works too
-    sp = split_folder(items, FileListSplit(kind="files", train="train.txt", val="val.txt"), 0, root)
+    sp = split_folder(items, FolderSplit(kind="files", train_list="train.txt", val_list="val.txt"), 0, root)
     assert [it.image.name for it in sp["train"]] == ["t_0_0.tif", "t_0_1.tif"]
     assert [it.image.name for it in sp["val"]] == ["t_1_1.tif"]  # t_1_0 is in neither list: left out
 
@@ -144,14 +144,14 @@ def test_file_list_split(tmp_path):
 def test_block_split_never_shares_a_block_between_train_and_val(tmp_path):
     items, headers = _grid_items(tmp_path, 6, size=8)  # 6 x 6 tiles of 80 m
     for units, size in (("map", 160.0), ("pixels", 16)):  # blocks of 2 x 2 tiles
-        sp = split_folder(items, BlockSplit(kind="blocks", size=size, units=units), 0, tmp_path / "g", headers)
+        sp = split_folder(items, FolderSplit(kind="blocks", block_size=size, block_units=units), 0, tmp_path / "g", headers)
         train_blocks = {tuple(it.extra["block"]) for it in sp["train"]}
         val_blocks = {tuple(it.extra["block"]) for it in sp["val"]}
         assert sp["train"] and sp["val"] and not train_blocks & val_blocks
         assert len(train_blocks | val_blocks) == 9  # 36 tiles in 9 blocks: every block holds 4 tiles
         for it in sp["val"]:  # all four tiles of a val block are in val
             assert sum(tuple(x.extra["block"]) == tuple(it.extra["block"]) for x in sp["val"]) == 4
-    sp = split_folder(items, BlockSplit(kind="blocks", size=80.0, buffer=1, val_fraction=0.1), 0,
+    sp = split_folder(items, FolderSplit(kind="blocks", block_size=80.0, buffer=1, val_fraction=0.1), 0,
                       tmp_path / "g", headers)  # fmt: skip
     assert len(sp["val"]) == 4 and 0 < len(sp["train"]) <= 36 - 4 - 8  # one-tile blocks; neighbours dropped
     for v in sp["val"]:  # buffer 1: no train tile in a block next to a val block
@@ -259,12 +259,16 @@ def test_error_file_list_names_an_unknown_image(tif_root, tmp_path):
     (tif_root / "train.txt").write_text("t_0_0.tif\n")
     (tif_root / "val.txt").write_text("t_0_1.tif\nt_9_9.tif\n")
     with pytest.raises(ValueError, match=r"val.txt:2: 't_9_9.tif' names no image"):
-        prepare(_cfg(tif_root, split={"kind": "files", "train": "train.txt", "val": "val.txt"}), tmp_path / "o")
+        prepare(_cfg(tif_root, split={"kind": "files", "train_list": "train.txt", "val_list": "val.txt"}), tmp_path / "o")
 
 
 def test_error_unknown_params_key():
     with pytest.raises(ValidationError, match=r"folder\.labls"):
         PrepareConfig(source="folder", root="x", hierarchy="whdld", folder={"labls": "label/*.png"})
+    with pytest.raises(ValidationError, match=r"block_size / buffer are used by kind 'blocks' only"):
+        FolderSplit(kind="random", block_size=100)
+    with pytest.raises(ValidationError, match=r"kind 'files' needs train_list and val_list"):
+        FolderSplit(kind="files", train_list="a.txt")
 
 
 def test_jpeg_labels_warn(tif_root, tmp_path):

@@ -10,8 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
-    "SyntheticConfig", "DomainConfig", "RetrievalConfig", "FolderConfig", "RandomSplit", "FileListSplit",
-    "BlockSplit", "PrepareConfig",
+    "SyntheticConfig", "DomainConfig", "RetrievalConfig", "FolderConfig", "FolderSplit", "PrepareConfig",
 ]  # fmt: skip
 
 
@@ -55,35 +54,45 @@ class RetrievalConfig(_Strict):
     query_fraction: float = Field(0.3, gt=0, lt=1)
 
 
-class RandomSplit(_Strict):
-    """Seeded random split by raster (the top-level ``seed``), stratified by sub-folder when images sit in
-    sub-folders of the image glob's base folder."""
+class FolderSplit(_Strict):
+    """How ``source: folder`` splits its images (``prepare.folder.split``); the top-level ``seed`` seeds it.
 
-    kind: Literal["random"] = "random"
+    ``kind``:
+
+    - ``random``: a seeded ``val_fraction`` of the images, stratified by sub-folder when images sit in sub-folders
+      of the image glob's base folder;
+    - ``files``: list files ``train_list`` / ``val_list`` (relative to ``root``, or absolute): one image per line,
+      as its path relative to ``root``, its file name or its pairing key; blank lines and ``#`` comments are
+      skipped; images in neither list are left out, an image in both is an error;
+    - ``blocks``: the plane is cut into square blocks of ``block_size`` (``block_units``: map units of the images'
+      CRS, or pixels of each image); each image belongs to the block holding its centre and a seeded
+      ``val_fraction`` of the occupied blocks go to val, so neighbouring tiles of one block never straddle train
+      and val; ``buffer`` blocks around every val block are dropped from train (1: their 8 neighbours).
+
+    Every key has a default, so ``dvc exp run -S prepare.folder.split.kind=blocks -S
+    prepare.folder.split.block_size=2000`` works; a key another kind uses is an error, not silently ignored.
+    """
+
+    kind: Literal["random", "files", "blocks"] = "random"
     val_fraction: float = Field(0.25, gt=0, lt=1)
-
-
-class FileListSplit(_Strict):
-    """Split by list files (relative to ``root``, or absolute): one image per line, given as its path relative
-    to ``root``, its file name or its pairing key; blank lines and ``#`` comments are skipped. Images in
-    neither list are left out; an image in both is an error."""
-
-    kind: Literal["files"]
-    train: str
-    val: str
-
-
-class BlockSplit(_Strict):
-    """Spatial split: the plane is cut into square blocks of ``size`` (map units of the images' CRS, or
-    pixels of each image), each image belongs to the block holding its centre, and a seeded ``val_fraction``
-    of the occupied blocks go to val, so neighbouring tiles of one block never straddle train and val.
-    ``buffer`` blocks around every val block are dropped from train (0: none; 1: the 8 neighbours)."""
-
-    kind: Literal["blocks"]
-    size: float = Field(gt=0)
-    units: Literal["map", "pixels"] = "map"
-    val_fraction: float = Field(0.25, gt=0, lt=1)
+    train_list: str | None = None
+    val_list: str | None = None
+    block_size: float | None = Field(None, gt=0)
+    block_units: Literal["map", "pixels"] = "map"
     buffer: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _keys_of_kind(self) -> FolderSplit:
+        where = "prepare.folder.split"
+        if self.kind == "files" and not (self.train_list and self.val_list):
+            raise ValueError(f"{where}: kind 'files' needs train_list and val_list")
+        if self.kind == "blocks" and self.block_size is None:
+            raise ValueError(f"{where}: kind 'blocks' needs block_size")
+        if self.kind != "files" and (self.train_list or self.val_list):
+            raise ValueError(f"{where}: train_list / val_list are used by kind 'files' only (kind is {self.kind!r})")
+        if self.kind != "blocks" and (self.block_size is not None or self.buffer):
+            raise ValueError(f"{where}: block_size / buffer are used by kind 'blocks' only (kind is {self.kind!r})")
+        return self
 
 
 class FolderConfig(_Strict):
@@ -111,7 +120,7 @@ class FolderConfig(_Strict):
     mapping: dict[int, int | str] | None = None
     tile_size: int | None = Field(256, ge=8, description="tile edge in pixels (None: whole images)")
     fit: Literal["pad", "crop", "cover"] = "pad"
-    split: Annotated[RandomSplit | FileListSplit | BlockSplit, Field(discriminator="kind")] = RandomSplit()
+    split: FolderSplit = FolderSplit()
 
     @field_validator("ignore", mode="before")
     @classmethod

@@ -33,7 +33,7 @@ import yaml
 from rasterio.errors import RasterioError
 from tqdm.auto import tqdm
 
-from hierars.data.config import BlockSplit, FileListSplit, FolderConfig, RandomSplit
+from hierars.data.config import FolderConfig, FolderSplit
 from hierars.data.rasters import RasterItem, open_raster, write_geotiff
 from hierars.hierarchy import Hierarchy
 
@@ -212,10 +212,10 @@ def _read_through(it: RasterItem, fc: FolderConfig, nodata: float | None) -> Non
                     raise ValueError(f"image {it.image}: NaN / inf pixel values; set prepare.folder.nodata or fix it")
 
 
-def _block_of(hdr: Mapping, split: BlockSplit) -> tuple[int, int]:
+def _block_of(hdr: Mapping, split: FolderSplit) -> tuple[int, int]:
     t = hdr["transform"]
     cx, cy = t * (hdr["width"] / 2, hdr["height"] / 2)
-    size = split.size * (abs(t.a) if split.units == "pixels" else 1.0)
+    size = split.block_size * (abs(t.a) if split.block_units == "pixels" else 1.0)
     return math.floor(cx / size), math.floor(cy / size)
 
 
@@ -227,14 +227,13 @@ def _read_list(root: Path, path: str) -> list[tuple[int, str]]:
     return [(i, ln) for i, ln in lines if ln]
 
 
-def split_folder(items: Sequence[RasterItem], split: RandomSplit | FileListSplit | BlockSplit, seed: int,
+def split_folder(items: Sequence[RasterItem], split: FolderSplit, seed: int,
                  root: str | Path, headers: Sequence[Mapping] | None = None) -> dict[str, list[RasterItem]]:  # fmt: skip
-    """``{"train": [...], "val": [...]}`` by the split rule (see the split classes in
-    :mod:`hierars.data.config`). Block splits need ``headers`` (from :func:`check_pair`) and record each
-    item's block in ``extra["block"]``."""
+    """``{"train": [...], "val": [...]}`` by the split rule (:class:`~hierars.data.config.FolderSplit`). Block
+    splits need ``headers`` (from :func:`check_pair`) and record each item's block in ``extra["block"]``."""
     rng = np.random.default_rng(seed)
     root = Path(root)
-    if isinstance(split, FileListSplit):
+    if split.kind == "files":
         names: dict[str, int] = {}
         for j, it in enumerate(items):
             for n in {Path(it.image).relative_to(root).as_posix() if Path(it.image).is_relative_to(root) else "",
@@ -243,23 +242,23 @@ def split_folder(items: Sequence[RasterItem], split: RandomSplit | FileListSplit
         chosen: dict[str, set[int]] = {}
         for part in ("train", "val"):
             chosen[part] = set()
-            for lineno, ln in _read_list(root, getattr(split, part)):
+            for lineno, ln in _read_list(root, getattr(split, f"{part}_list")):
                 if ln not in names:
-                    raise ValueError(f"{getattr(split, part)}:{lineno}: {ln!r} names no image matched by "
+                    raise ValueError(f"{getattr(split, f'{part}_list')}:{lineno}: {ln!r} names no image matched by "
                                      "prepare.folder.images")  # fmt: skip
                 chosen[part].add(names[ln])
         both = chosen["train"] & chosen["val"]
         if both:
-            raise ValueError(f"split lists {split.train} and {split.val} both name {items[min(both)].image}")
+            raise ValueError(f"split lists {split.train_list} and {split.val_list} both name {items[min(both)].image}")
         out = {p: [items[j] for j in sorted(chosen[p])] for p in ("train", "val")}
-    elif isinstance(split, BlockSplit):
+    elif split.kind == "blocks":
         if headers is None:
             raise ValueError("a block split needs the image headers")
         blocks = [_block_of(hd, split) for hd in headers]
         uniq = sorted(set(blocks))
         if len(uniq) < 2:
-            raise ValueError(f"prepare.folder.split: every image falls in one block of size {split.size} "
-                             f"({split.units}); use smaller blocks")  # fmt: skip
+            raise ValueError(f"prepare.folder.split: every image falls in one block of size {split.block_size} "
+                             f"({split.block_units}); use smaller blocks")  # fmt: skip
         k = min(len(uniq) - 1, max(1, round(split.val_fraction * len(uniq))))
         val_blocks = {uniq[i] for i in rng.permutation(len(uniq))[:k]}
 
