@@ -12,7 +12,13 @@ checkpointed with numpy's and Python's. On CPU, ``N`` straight iterations and ``
 identical weights (``torch.equal``), whatever ``num_workers`` is.
 
 Outputs in ``out_dir``: ``ckpt.pt`` (atomic), ``metrics.json`` (flat scalars per level; keys without suffix are
-per-level argmax, ``_jsps`` keys use JSPS) and ``curve.csv`` (iteration, loss, lr, val_mIoU_L1 ...).
+per-level argmax, ``_jsps`` keys use JSPS) and ``curve.csv`` (iteration, loss, lr, val_mIoU_L1 ...). With
+``resume_dir``, the periodic checkpoints go there instead (a folder that survives ``dvc repro`` deleting
+``out_dir``; :func:`hierars.training.train_run` chooses it) and ``out_dir`` gets the final one.
+
+Stopping: SIGINT / SIGTERM finish the current step, write a checkpoint and raise
+:class:`~hierars.training.signals.TrainingInterrupted` (its message says how to resume). NaN / inf in an input
+batch or in the loss stops training with the iteration and the batch's files.
 """
 
 from __future__ import annotations
@@ -32,12 +38,22 @@ from tqdm.auto import tqdm
 from hierars.atomic import atomic_write_csv, atomic_write_json
 from hierars.hierarchy import Hierarchy
 from hierars.levels import as_level_list
+from hierars.training import distributed
 from hierars.training.checkpoint import check_resume_config, load_checkpoint, save_checkpoint
 from hierars.training.config import TrainConfig
+from hierars.training.distributed import DistInfo
 from hierars.training.evaluation import evaluate_modes, flatten_modes
+from hierars.training.guards import (
+    batch_files,
+    check_checkpoint_tree,
+    check_finite_batch,
+    link_or_remove,
+    load_state_checked,
+)
 from hierars.training.optim import build_optimizer, build_scheduler
 from hierars.training.sampling import IterationBatchSampler, SeededSamples, augment_batch, pad_collate, subset
 from hierars.training.seeding import rng_state, seed_everything, set_rng_state
+from hierars.training.signals import StopOnSignal, TrainingInterrupted, announce
 
 __all__ = ["fit", "resolve_device"]
 
@@ -56,10 +72,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def _batches(train_ds: Dataset, cfg: TrainConfig, start: int) -> DataLoader:
-    """Batches for iterations ``start .. cfg.iterations - 1`` (deterministic in ``cfg.seed``)."""
+def _batches(train_ds: Dataset, cfg: TrainConfig, start: int, info: DistInfo) -> DataLoader:
+    """Batches for iterations ``start .. cfg.iterations - 1`` (deterministic in ``cfg.seed``; this rank's share)."""
     train_ds = subset(train_ds, cfg.max_train_samples)
-    sampler = IterationBatchSampler(len(train_ds), cfg.batch_size, cfg.seed, cfg.iterations, start)  # type: ignore[arg-type]
+    sampler = IterationBatchSampler(len(train_ds), cfg.batch_size, cfg.seed, cfg.iterations, start,  # type: ignore[arg-type]
+                                    rank=info.rank, world_size=info.world_size)
     return DataLoader(SeededSamples(train_ds, cfg.seed), batch_sampler=sampler, num_workers=cfg.num_workers,
                       collate_fn=pad_collate, generator=torch.Generator().manual_seed(cfg.seed),
                       persistent_workers=False)
@@ -81,7 +98,7 @@ def _eval_modes(cfg: TrainConfig) -> tuple[str, ...]:
 def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | None, hierarchy: Hierarchy,
         cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, *,
         metrics_path: str | os.PathLike | None = None, curve_path: str | os.PathLike | None = None,
-        meta: Mapping[str, Any] | None = None) -> dict[str, float]:
+        meta: Mapping[str, Any] | None = None, resume_dir: str | os.PathLike | None = None) -> dict[str, float]:
     """Train ``model`` for ``cfg.iterations`` steps with ``cfg.seed``; evaluate; write outputs.
 
     Args:
@@ -91,10 +108,17 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
             ``val_ds=None`` skips evaluation.
         cfg: the run's settings. ``cfg.seed`` is used (``cfg.seeds`` is for the caller's loop).
         out_dir: receives ``ckpt.pt`` and, unless redirected, ``metrics.json`` and ``curve.csv``.
-        resume: continue from ``out_dir/ckpt.pt`` if it exists (bit-for-bit on CPU). A finished
-            checkpoint is not retrained: its stored metrics are rewritten and returned.
+        resume: continue from ``out_dir/ckpt.pt``, else ``resume_dir/ckpt.pt``, if it exists (bit-for-bit on
+            CPU). A finished checkpoint is not retrained: its stored metrics are rewritten and returned.
         meta: extra checkpoint keys (what makes the model self-contained: tree, bands, normalisation, model
             spec; :func:`hierars.training.checkpoint.model_metadata`), stored in every checkpoint.
+        resume_dir: where periodic checkpoints go (default ``out_dir``); at the end it keeps a hard link to the
+            final checkpoint (no extra space), so a failure after ``fit`` does not lose the training.
+
+    Raises:
+        TrainingInterrupted: SIGINT / SIGTERM arrived; a checkpoint was written first.
+        FloatingPointError: NaN / inf in an input batch or in the loss (names the iteration and the files).
+        ValueError: the checkpoint to resume is unreadable, or from other settings, another tree or model.
 
     Returns:
         Flat metrics: ``mIoU_L1``.. (argmax), ``mIoU_L1_jsps``.. (if ``cfg.jsps``), ``iteration``,
@@ -103,39 +127,50 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "ckpt.pt"
+    work_path = Path(resume_dir) / "ckpt.pt" if resume_dir is not None else ckpt_path  # periodic checkpoints
     metrics_path = Path(metrics_path) if metrics_path else out_dir / "metrics.json"
     curve_path = Path(curve_path) if curve_path else out_dir / "curve.csv"
     if len(train_ds) == 0:  # type: ignore[arg-type]
         raise ValueError("the training dataset is empty")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
+    info, device = distributed.setup(resolve_device(cfg.device))  # torchrun: join the job (no-op otherwise)
     use_amp = cfg.amp and device.type == "cuda"
     if cfg.amp and not use_amp:
         log.info("amp requested but device is %s: training in fp32", device)
 
     seed_everything(cfg.seed)
     model.to(device)
+    net = distributed.wrap_model(model, device, info)  # DDP with several processes; `model` is what is saved
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     state: dict[str, Any] = {"start": 0, "history": [], "acc": {"sum": 0.0, "n": 0}, "seconds": 0.0}
     saved = None
-    if resume and ckpt_path.exists():
-        saved = load_checkpoint(ckpt_path, map_location=device)
-        check_resume_config(saved["config"], cfg, ckpt_path)
+    from_path = next((p for p in (ckpt_path, work_path) if resume and p.exists()), None)
+    if from_path is not None:
+        saved = load_checkpoint(from_path, map_location=device)
+        check_resume_config(saved["config"], cfg, from_path)
+        check_checkpoint_tree(saved, hierarchy, from_path)
+        if int(saved.get("world_size", 1)) != info.world_size:
+            raise ValueError(f"cannot resume from {from_path}: it was trained by {saved.get('world_size', 1)} "
+                             f"process(es), this job has {info.world_size} (the global batch would change)")
         for obj, key in ((model, "model"), (optimizer, "optimizer"), (scheduler, "scheduler")):
-            obj.load_state_dict(saved[key])
+            load_state_checked(obj, saved[key], from_path, key)
         scaler.load_state_dict(saved.get("scaler", {}) or scaler.state_dict())
         state = {"start": int(saved["iteration"]), "history": list(saved["history"]),
                  "acc": dict(saved["loss_acc"]), "seconds": float(saved.get("train_seconds", 0.0))}
-        log.info("resuming %s at iteration %d/%d", ckpt_path, state["start"], cfg.iterations)
+        log.info("resuming %s at iteration %d/%d", from_path, state["start"], cfg.iterations)
         if state["start"] >= cfg.iterations and saved.get("metrics"):
-            atomic_write_json(metrics_path, dict(saved["metrics"]))
-            atomic_write_csv(curve_path, state["history"])
+            if info.is_main:
+                if from_path != ckpt_path:
+                    save_checkpoint(ckpt_path, saved)
+                atomic_write_json(metrics_path, dict(saved["metrics"]))
+                atomic_write_csv(curve_path, state["history"])
+            distributed.barrier()
             return dict(saved["metrics"])
 
-    augment, loader = _augmenter(cfg, hierarchy), _batches(train_ds, cfg, state["start"])
+    augment, loader = _augmenter(cfg, hierarchy), _batches(train_ds, cfg, state["start"], info)
     if saved is not None:
         set_rng_state(saved["rng"])  # after building the loader: nothing below draws from it but training
     eval_every = cfg.eval_interval or cfg.iterations
@@ -146,51 +181,72 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
     def run_eval() -> dict[str, float]:
         te = time.perf_counter()
         res = evaluate_modes(model, val_ds, hierarchy, _eval_modes(cfg), batch_size=cfg.eval_batch_size or cfg.batch_size,
-                             num_workers=cfg.num_workers, device=device, progress=cfg.progress,
-                             max_samples=cfg.max_val_samples)
+                             num_workers=cfg.num_workers, device=device, progress=cfg.progress and info.is_main,
+                             max_samples=cfg.max_val_samples, distributed=info.enabled)
         timing["eval"] += time.perf_counter() - te
         return flatten_modes(res)
 
     def checkpoint(step: int, final: dict[str, float] | None = None) -> None:
-        save_checkpoint(ckpt_path, {
+        if not info.is_main:  # rank 0 writes; the others wait at the barrier below
+            distributed.barrier()
+            return
+        save_checkpoint(ckpt_path if final is not None else work_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if use_amp else {}, "iteration": step, "config": cfg.model_dump(),
+            "world_size": info.world_size,
             "hierarchy": {"name": hierarchy.name, "num_classes": list(hierarchy.num_classes)}, **(meta or {}),
             "rng": rng_state(), "sampler": {"seed": cfg.seed, "next_iteration": step},
             "history": history, "loss_acc": dict(acc),
             "train_seconds": state["seconds"] + (time.perf_counter() - timing["t0"]), "metrics": final or {},
         })
         atomic_write_csv(curve_path, history)
+        distributed.barrier()
 
     model.train()
     pbar = tqdm(total=cfg.iterations, initial=state["start"], desc=f"train seed {cfg.seed}",
-                disable=not cfg.progress, mininterval=2.0, dynamic_ncols=True)
+                disable=not (cfg.progress and info.is_main), mininterval=2.0, dynamic_ncols=True)
     step, last_loss = state["start"], float("nan")
-    for batch in loader:
-        image, mask = batch["image"], batch["mask"]
-        if augment is not None:
-            image, mask = augment_batch(augment, image, mask, cfg.seed, step)
-        lr = optimizer.param_groups[0]["lr"]
-        last_loss = _train_step(model, loss_fn, optimizer, scheduler, scaler, image.to(device, non_blocking=True),
-                                mask.to(device, non_blocking=True), cfg, use_amp, step)
-        step += 1
-        acc["sum"] += last_loss
-        acc["n"] += 1
-        pbar.update(1)
-        row: dict[str, Any] | None = None
-        if step % cfg.log_interval == 0 or step == cfg.iterations:
-            row = {"iteration": step, "loss": acc["sum"] / max(1, acc["n"]), "lr": lr}
-            acc["sum"], acc["n"] = 0.0, 0
-            pbar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
-        if val_ds is not None and (step % eval_every == 0 or step == cfg.iterations):
-            metrics = run_eval()
-            row = row or {"iteration": step, "loss": float("nan"), "lr": lr}
-            row.update({f"val_{k}": v for k, v in metrics.items() if k.startswith(("mIoU", "consistency"))})
-            log.info("iteration %d: %s", step, {k: round(v, 4) for k, v in metrics.items() if k.startswith("mIoU")})
-        if row is not None:
-            history.append(row)
-        if step % ckpt_every == 0 and step < cfg.iterations:
-            checkpoint(step)
+    with StopOnSignal() as stop:
+        for batch in loader:
+            image, mask = batch["image"], batch["mask"]
+            check_finite_batch(image, batch.get("meta"), step, cfg.seed)
+            if augment is not None:
+                image, mask = augment_batch(augment, image, mask, cfg.seed, step, info.rank, info.world_size)
+            if info.enabled:
+                distributed.seed_step(cfg.seed, step, info.rank)
+            lr = optimizer.param_groups[0]["lr"]
+            try:
+                last_loss = _train_step(net, loss_fn, optimizer, scheduler, scaler,
+                                        image.to(device, non_blocking=True), mask.to(device, non_blocking=True), cfg,
+                                        use_amp, step)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{err}; the batch's files: {batch_files(batch.get('meta'))}") from None
+            step += 1
+            acc["sum"] += last_loss
+            acc["n"] += 1
+            pbar.update(1)
+            row: dict[str, Any] | None = None
+            if step % cfg.log_interval == 0 or step == cfg.iterations:
+                row = {"iteration": step, "loss": acc["sum"] / max(1, acc["n"]), "lr": lr}
+                acc["sum"], acc["n"] = 0.0, 0
+                pbar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+            if val_ds is not None and (step % eval_every == 0 or step == cfg.iterations):
+                metrics = run_eval()
+                row = row or {"iteration": step, "loss": float("nan"), "lr": lr}
+                row.update({f"val_{k}": v for k, v in metrics.items() if k.startswith(("mIoU", "consistency"))})
+                log.info("iteration %d: %s", step, {k: round(v, 4) for k, v in metrics.items() if k.startswith("mIoU")})
+            if row is not None:
+                history.append(row)
+            if stop.received and step < cfg.iterations:
+                checkpoint(step)
+                pbar.close()
+                message = (f"training (seed {cfg.seed}) stopped by {stop.received} at iteration {step}/"
+                           f"{cfg.iterations}; checkpoint written to {work_path}. Run the same command again (dvc "
+                           "repro, or fit(..., resume=True) with the same settings) to resume from it.")
+                announce(message)
+                raise TrainingInterrupted(message)
+            if step % ckpt_every == 0 and step < cfg.iterations:
+                checkpoint(step)
     pbar.close()
     if step != cfg.iterations:
         raise RuntimeError(f"training stopped at iteration {step} of {cfg.iterations}")
@@ -199,18 +255,26 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
              "train_seconds": state["seconds"] + elapsed, "eval_seconds": timing["eval"],
              "seconds_per_iter": (elapsed - timing["eval"]) / max(1, cfg.iterations - state["start"]), **metrics}
     checkpoint(step, final)
-    atomic_write_json(metrics_path, final)
+    if info.is_main:
+        if work_path != ckpt_path:
+            link_or_remove(ckpt_path, work_path)
+        atomic_write_json(metrics_path, final)
+    distributed.barrier()
     return final
 
 
 def _train_step(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, image: torch.Tensor,
                 mask: torch.Tensor, cfg: TrainConfig, use_amp: bool, step: int) -> float:
-    """One optimiser step on a batch (image B×C×H×W, mask B×L×H×W); returns the loss as a float."""
+    """One optimiser step on a batch (image B×C×H×W, mask B×L×H×W); returns the loss as a float.
+
+    Under DDP the returned (and checked) loss is the mean over ranks, so every rank stops together on a NaN.
+    """
     with torch.autocast(image.device.type, enabled=use_amp):
         loss = loss_fn(as_level_list(model(image)), mask)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite training loss {loss.item()} at iteration {step} (seed {cfg.seed})")
+    value = distributed.mean_over_ranks(loss)
+    if not torch.isfinite(value):
+        raise FloatingPointError(f"non-finite training loss {value.item()} at iteration {step} (seed {cfg.seed})")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if cfg.grad_clip:
@@ -219,4 +283,4 @@ def _train_step(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimi
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
-    return float(loss.detach())
+    return float(value)

@@ -26,11 +26,13 @@ from torch.utils.data import Dataset
 from hierars.atomic import atomic_write_csv, atomic_write_json
 from hierars.hierarchy import Hierarchy
 from hierars.models import build_model
+from hierars.training import distributed
 from hierars.training.checkpoint import load_checkpoint, run_metadata
 from hierars.training.config import TrainConfig, resolve_run, run_names
 from hierars.training.loop import fit
 from hierars.training.model_card import write_model_card
 from hierars.training.optim import build_loss
+from hierars.training.resume import RESUME_FOLDER, prune_stale_resume, resume_dir, resume_key
 from hierars.training.seeding import seed_everything
 
 __all__ = ["aggregate_seeds", "build_run_model", "train_run", "collect_run_metrics", "load_run_model"]
@@ -68,12 +70,16 @@ def build_run_model(cfg: TrainConfig, hierarchy: Hierarchy, in_channels: int) ->
 def train_run(run: str, cfg: TrainConfig, hierarchy: Hierarchy, train_ds: Dataset, val_ds: Dataset | None, *,
               models_dir: str | os.PathLike, reports_dir: str | os.PathLike, resume: bool = True,
               build: Callable[[TrainConfig, int], tuple[nn.Module, nn.Module]] | None = None,
-              report_name: str | None = None) -> dict[str, Any]:
+              report_name: str | None = None, resume_root: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train one named run for every seed of ``cfg.seed_list`` and aggregate (mean ± half-range).
 
     The model is built after seeding with each seed, so initialisation differs between seeds. ``build(seed_cfg,
     in_channels) -> (model, loss_fn)`` replaces the default (:func:`build_run_model` + :func:`build_loss`), e.g.
     for the transfer variants; ``report_name`` (default ``run``) names the files under ``reports_dir``.
+
+    Periodic checkpoints go to ``resume_root/<run>/<key>/seed<k>/`` (default ``models_dir/.resume``), outside the
+    DVC output ``models_dir/<run>``, so a re-run ``dvc repro`` resumes them; ``key`` hashes the settings, tree,
+    data and code (:mod:`hierars.training.resume`), so a changed run never resumes a stale checkpoint.
 
     Writes:
         ``models_dir/<run>/seed<k>/{ckpt.pt, metrics.json, curve.csv}`` (each checkpoint self-contained:
@@ -92,6 +98,10 @@ def train_run(run: str, cfg: TrainConfig, hierarchy: Hierarchy, train_ds: Datase
     models_dir, reports_dir = Path(models_dir), Path(reports_dir)
     per_seed, curves, ckpts = [], [], []
     meta = run_metadata(cfg, hierarchy, in_channels, train_ds, val_ds, rebuildable=build is None)
+    root = Path(resume_root) if resume_root is not None else models_dir / RESUME_FOLDER
+    key = resume_key(cfg, hierarchy, train_ds, val_ds)
+    if resume and distributed.is_main():
+        prune_stale_resume(root, run, key)
     for seed in cfg.seed_list:
         seed_cfg = cfg.model_copy(update={"seed": seed, "seeds": None})
         seed_everything(seed)
@@ -100,15 +110,19 @@ def train_run(run: str, cfg: TrainConfig, hierarchy: Hierarchy, train_ds: Datase
         else:
             model, loss_fn = build(seed_cfg, in_channels)
         out = models_dir / run / f"seed{seed}"
-        metrics = fit(model, loss_fn, train_ds, val_ds, hierarchy, seed_cfg, out, resume, meta=meta)
+        metrics = fit(model, loss_fn, train_ds, val_ds, hierarchy, seed_cfg, out, resume,
+                      resume_dir=resume_dir(root, run, key, seed), meta=meta)
         per_seed.append(metrics)
         ckpts.append(out / "ckpt.pt")
         with (out / "curve.csv").open(newline="") as fh:
             curves += [{"seed": seed, **row} for row in csv.DictReader(fh)]
     agg = aggregate_seeds(per_seed)
-    write_model_card(models_dir / run / "MODEL_CARD.md", run, cfg, hierarchy, meta, per_seed, agg, cfg.seed_list)
-    atomic_write_json(reports_dir / "metrics" / f"{report_name or run}.json", agg)
-    atomic_write_csv(reports_dir / "plots" / f"{report_name or run}_curve.csv", curves)
+    if distributed.is_main():  # under torchrun, rank 0 writes the reports (fit has synchronised the ranks)
+        write_model_card(models_dir / run / "MODEL_CARD.md", run, cfg, hierarchy, meta, per_seed, agg,
+                         cfg.seed_list)
+        atomic_write_json(reports_dir / "metrics" / f"{report_name or run}.json", agg)
+        atomic_write_csv(reports_dir / "plots" / f"{report_name or run}_curve.csv", curves)
+    distributed.barrier()
     return {"run": run, "config": cfg.model_dump(), "per_seed": per_seed, "aggregate": agg, "ckpts": ckpts}
 
 

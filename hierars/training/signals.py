@@ -2,9 +2,10 @@
 
 :func:`hierars.training.fit` runs its loop inside :class:`StopOnSignal`. The first SIGINT (Ctrl-C) or SIGTERM
 only sets a flag; the loop checks it after every optimiser step, writes its checkpoint and raises
-:class:`TrainingInterrupted`, whose message says how to resume. A second signal while the step finishes
-falls back to the previous handler (Ctrl-C twice stops at once, as usual). The previous handlers are
-restored when the block exits.
+:class:`TrainingInterrupted`, whose message says how to resume. A second SIGINT while the step finishes
+falls back to the previous handler (Ctrl-C twice stops at once, as usual); further SIGTERMs are ignored (a
+supervisor that sends SIGTERM after SIGINT, as jupyter_client does, must not cancel the checkpoint). The
+previous handlers are restored when the block exits.
 
 Under ``dvc repro`` the chain is dvc → shell → papermill → Jupyter kernel (its own session). Ctrl-C reaches
 dvc (which ignores SIGINT while its command runs), the shell and papermill; papermill (nbclient) then shuts
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["StopOnSignal", "TrainingInterrupted"]
+__all__ = ["StopOnSignal", "TrainingInterrupted", "announce"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,10 @@ class StopOnSignal:
             self.received = name
             log.warning("%s received: stopping after the current step (a checkpoint is written first)", name)
             return
-        previous = self._previous.get(signum)  # second signal: behave as before we were installed
+        if signum != signal.SIGINT:
+            log.warning("%s received while stopping: still writing the checkpoint", name)
+            return
+        previous = self._previous.get(signum)  # second SIGINT: behave as before we were installed
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_IGN:
@@ -72,3 +77,17 @@ class StopOnSignal:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
         self._previous.clear()
+
+
+def announce(message: str) -> None:
+    """Log ``message`` and, inside a Jupyter kernel (whose ``sys.stderr`` goes to the notebook), also write it to
+    the process's real stderr: papermill stops listening to a kernel it shuts down, so under ``dvc repro`` the
+    notebook may never receive the exception, while the kernel's stderr is the terminal dvc runs in."""
+    log.error(message)
+    real = sys.__stderr__
+    if real is not None and real is not sys.stderr:
+        try:
+            real.write(f"hierars: {message}\n")
+            real.flush()
+        except (OSError, ValueError):
+            pass
