@@ -161,6 +161,8 @@ def test_band_count_and_names_are_checked(trained, tmp_path):
     unnamed = write_image(tmp_path / "unnamed.tif", x, names=None)
     assert np.array_equal(saved.predict(unnamed, window=64, overlap=0).levels, ref.levels)
     assert np.array_equal(saved.predict(wrong, window=64, overlap=0, bands=[1, 2, 3, 4]).levels, ref.levels)
+    with pytest.raises(ValueError, match=r"wrong\.tif: --bands / bands=\[1, 2, 5\] must be 4 band numbers in 1\.\.4"):
+        saved.predict(wrong, bands=[1, 2, 5])
     with pytest.raises(FileNotFoundError, match="nope.tif"):
         saved.predict(tmp_path / "nope.tif")
 

@@ -216,7 +216,7 @@ class SavedModel:
             except RasterioError as e:
                 raise ValueError(f"{path}: not a readable raster ({e})") from None
             with src:
-                idx = list(bands) if bands is not None else self.select_bands(src.count, src.descriptions, str(path))
+                idx = self._bands_of(src, bands, path)
                 read = window_reader(src, idx, self._nodata(src.nodata, nodata), path)
                 return self._collect(predictor, read, src.height, src.width, mode, granularity,
                                      crs=src.crs, transform=src.transform, band_indexes=idx)
@@ -232,6 +232,15 @@ class SavedModel:
             return tile, (None if nd is None else np.all(tile == nd, axis=0))
 
         return self._collect(predictor, read, arr.shape[1], arr.shape[2], mode, granularity, band_indexes=idx)
+
+    def _bands_of(self, src: rasterio.DatasetReader, bands: Sequence[int] | None, path: Path) -> list[int]:
+        if bands is None:
+            return self.select_bands(src.count, src.descriptions, str(path))
+        idx = [int(b) for b in bands]
+        if len(idx) != self.in_channels or min(idx) < 1 or max(idx) > src.count:
+            raise ValueError(f"{path}: --bands / bands={idx} must be {self.in_channels} band numbers in 1..{src.count} "
+                             f"(the model takes {self._describe()})")
+        return idx
 
     def _nodata(self, declared: float | None, given: float | None) -> float | None:
         return given if given is not None else declared if declared is not None else self.nodata
@@ -266,9 +275,7 @@ class SavedModel:
             raise FileNotFoundError(f"image not found: {src_path}")
         try:
             with rasterio.open(src_path) as src:
-                idx = list(bands) if bands is not None else self.select_bands(src.count, src.descriptions,
-                                                                               str(src_path))
-                declared = src.nodata
+                idx, declared = self._bands_of(src, bands, src_path), src.nodata
         except RasterioError as e:
             raise ValueError(f"{src_path}: not a readable raster ({e})") from None
         norm = None if self.mean is None else (self.mean, self.std)
