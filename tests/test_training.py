@@ -89,7 +89,7 @@ def test_resolve_run_merges_and_validates() -> None:
     assert run_names(section) == ["flat", "bhccm_hsc"]
     with pytest.raises(ValueError, match="not in params 'train.runs'"):
         resolve_run(section, "nope")
-    with pytest.raises(ValueError, match="extra"):
+    with pytest.raises(ValueError, match=r"train\.runs\.bad\.lerning_rate: unknown key"):
         resolve_run({**section, "runs": {"bad": {"lerning_rate": 1}}}, "bad")
     with pytest.raises(ValueError, match="hssn"):
         TrainConfig(head="hssn", loss="ce")

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hierars.validation import validate
+
 __all__ = [
     "SyntheticConfig", "DomainConfig", "RetrievalConfig", "FolderConfig", "FolderSplit", "PrepareConfig",
 ]  # fmt: skip
@@ -182,4 +184,4 @@ class PrepareConfig(_Strict):
         section = dict(params.get("prepare") or {})
         if section.get("seed") is None and "seed" in params:
             section["seed"] = params["seed"]
-        return cls(**section)
+        return validate(cls, section, "prepare")

@@ -10,13 +10,92 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["PROJ_ROOT", "resolve_path", "deep_merge", "load_params", "stage_paths"]
+from hierars.validation import SettingsError, unknown_key_message
+
+__all__ = ["PROJ_ROOT", "resolve_path", "deep_merge", "load_params", "stage_paths", "params_read", "files_read",
+           "TRACK_ENV"]
+
+#: Set this environment variable (to any non-empty value) and :func:`load_params` returns a mapping that records
+#: every key read (:func:`params_read`); files opened under the package are recorded too (:func:`files_read`).
+#: ``tests/test_notebooks.py`` sets it in the notebook kernels to check that ``dvc.yaml`` declares what each stage
+#: reads (``tests/test_pipeline_decl.py``). Off by default: :func:`load_params` then returns a plain dict.
+TRACK_ENV = "HIERARS_TRACK_READS"
+
+#: top-level keys of ``params.yaml`` (each stage validates its own section); anything else is a typo
+SECTIONS = frozenset({"seed", "paths", "prepare", "train", "transfer", "retrieval"})
+
+_READS: set[str] = set()
+_FILES: set[str] = set()
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+
+
+class _TrackedParams(MutableMapping):
+    """A view of a params mapping that records the dotted path of every value read.
+
+    A read is recorded when a non-mapping value is returned (``params["train"]["lr"]`` records ``train.lr``;
+    ``dict(section)``, ``section.items()`` and pydantic validation read every value, so they record every leaf),
+    or when a missing key is asked for (``params.get("seed")`` without ``seed`` records ``seed``: adding the key
+    would change what the stage does). Nested mappings come back wrapped, so only what is used inside them counts.
+    The log is module-global, so copies made by ``copy.deepcopy`` keep recording.
+    """
+
+    def __init__(self, data: MutableMapping, prefix: str = "") -> None:
+        self._data = data
+        self._prefix = prefix
+
+    def __getitem__(self, key: Any) -> Any:
+        path = f"{self._prefix}{key}"
+        try:
+            value = self._data[key]
+        except KeyError:
+            _READS.add(path)
+            raise
+        if isinstance(value, Mapping):
+            return _TrackedParams(value, path + ".")
+        _READS.add(path)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._data[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self._data[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._data!r})"
+
+
+def _audit_open(event: str, args: tuple) -> None:
+    if event == "open" and isinstance(args[0], str) and args[0].startswith(_PACKAGE_DIR) and not args[0].endswith(
+            (".py", ".pyc")):
+        _FILES.add(args[0])
+
+
+if os.environ.get(TRACK_ENV):
+    sys.addaudithook(_audit_open)
+
+
+def params_read() -> list[str]:
+    """Dotted params keys read so far through :func:`load_params` results (empty unless :data:`TRACK_ENV` is set)."""
+    return sorted(_READS)
+
+
+def files_read() -> list[str]:
+    """Package data files (not modules) opened since import, e.g. built-in trees (only with :data:`TRACK_ENV`)."""
+    return sorted(_FILES)
 
 
 def _find_root() -> Path:
@@ -53,9 +132,12 @@ def deep_merge(base: Mapping, override: Mapping) -> dict:
 def load_params(params_file: str | os.PathLike = "params.yaml", overrides: Mapping | None = None) -> dict[str, Any]:
     """Read ``params_file`` (relative to :data:`PROJ_ROOT` unless absolute) and deep-merge ``overrides``.
 
+    Returns a plain dict; with :data:`TRACK_ENV` set, a mutable mapping over it that records the keys read.
+
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a YAML mapping, or ``overrides`` is not a mapping.
+        ValueError: the file is not a YAML mapping, ``overrides`` is not a mapping, or a top-level key is not one
+            of :data:`SECTIONS` (the message names the key and the closest section).
     """
     path = resolve_path(params_file)
     if not path.exists():
@@ -66,18 +148,24 @@ def load_params(params_file: str | os.PathLike = "params.yaml", overrides: Mappi
         raise ValueError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(params, Mapping):
         raise ValueError(f"{path}: expected a mapping of sections at the top level")
-    if overrides is None:
-        return dict(params)
-    if not isinstance(overrides, Mapping):
+    if overrides is not None and not isinstance(overrides, Mapping):
         raise ValueError(f"overrides must be a mapping, got {type(overrides).__name__}")
-    return deep_merge(params, overrides)
+    merged = dict(params) if overrides is None else deep_merge(params, overrides)
+    unknown = [k for k in merged if k not in SECTIONS]
+    if unknown:
+        raise SettingsError(f"{path}: " + "; ".join(unknown_key_message(str(k), str(k), sorted(SECTIONS))
+                                                     for k in unknown))
+    return _TrackedParams(merged) if os.environ.get(TRACK_ENV) else merged  # type: ignore[return-value]
 
 
 def stage_paths(params: Mapping) -> dict[str, Path]:
     """The ``paths`` section (data, models, reports) resolved to absolute paths."""
     defaults = {"data": "data", "models": "models", "reports": "reports"}
     given = dict(params.get("paths") or {})
-    unknown = set(given) - set(defaults)
+    unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown key(s) in params 'paths': {sorted(unknown)}")
+        raise SettingsError("; ".join(unknown_key_message(f"paths.{k}", str(k), list(defaults)) for k in unknown))
+    bad = {k: v for k, v in given.items() if not isinstance(v, (str, os.PathLike))}
+    if bad:
+        raise SettingsError("; ".join(f"paths.{k}: must be a folder path (a string), got {v!r}" for k, v in bad.items()))
     return {k: resolve_path(given.get(k, v)) for k, v in defaults.items()}

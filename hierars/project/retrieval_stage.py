@@ -25,6 +25,7 @@ from hierars.hierarchy import Hierarchy
 from hierars.project.params import resolve_path, stage_paths
 from hierars.training.config import TrainConfig
 from hierars.training.retrieval import RetrievalResult, RetrievalSplit, stratified_split
+from hierars.validation import validate
 
 __all__ = ["RetrievalStageConfig", "retrieval_config", "load_retrieval_splits", "retrieval_outputs",
            "experiment_kwargs", "results_table", "write_retrieval_outputs", "SEGMENTER_DEFAULTS"]
@@ -72,7 +73,7 @@ class RetrievalStageConfig(BaseModel):
 
     def segmenter_config(self) -> TrainConfig:
         over = {"num_threads": self.num_threads, **self.segmenter}
-        return TrainConfig(**{**SEGMENTER_DEFAULTS, **over})
+        return validate(TrainConfig, {**SEGMENTER_DEFAULTS, **over}, "retrieval.segmenter")
 
     def tree_name(self) -> str:
         return "gid15_merged" if self.source == "gid15" else self.labels
@@ -85,7 +86,7 @@ class RetrievalStageConfig(BaseModel):
 
 def retrieval_config(params: Mapping[str, Any]) -> RetrievalStageConfig:
     """The validated ``retrieval`` section (defaults when absent)."""
-    return RetrievalStageConfig(**dict(params.get("retrieval") or {}))
+    return validate(RetrievalStageConfig, params.get("retrieval"), "retrieval")
 
 
 def experiment_kwargs(cfg: RetrievalStageConfig) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from hierars.project.stages import resolve_tree
 from hierars.training import TrainConfig, load_run_model, resolve_run, train_run
 from hierars.training.transfer import VARIANTS, run_transfer_table
 from hierars.transfer import CrossDomainMapping
+from hierars.validation import validate
 
 __all__ = ["TransferExperiment", "TransferSection", "TransferSetup", "setup_experiment", "run_experiment",
            "summarise"]
@@ -145,7 +146,7 @@ def setup_experiment(params: Mapping[str, Any], name: str, *, progress: bool = T
     """Source model (loaded or trained), target datasets and settings of experiment ``name``."""
     from hierars.data import build_dataset
 
-    section = TransferSection.model_validate(dict(params.get("transfer") or {}))
+    section = validate(TransferSection, params.get("transfer"), "transfer")
     if name not in section.experiments:
         raise ValueError(f"transfer experiment {name!r} is not in transfer.experiments {sorted(section.experiments)}")
     exp = section.experiments[name]

@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hierars.validation import closest, validate
 
 __all__ = ["TrainConfig", "TrainSection", "run_names", "resolve_run"]
 
@@ -93,22 +95,29 @@ class TrainSection(TrainConfig):
 
 def run_names(train_section: Mapping[str, Any]) -> list[str]:
     """Names of the configured runs (``train.runs`` keys), in file order."""
-    return list(TrainSection.model_validate(dict(train_section)).runs)
+    return list(validate(TrainSection, train_section, "train").runs)
 
 
 def resolve_run(train_section: Mapping[str, Any], run: str | None = None) -> TrainConfig:
     """Merge ``train.runs[run]`` over the shared ``train`` settings and validate the result.
 
     Raises:
-        ValueError: ``run`` is not in ``train.runs`` or the merged settings are invalid.
+        ValueError: ``run`` is not in ``train.runs`` (names the closest run), or the merged settings are invalid
+            (:class:`hierars.validation.SettingsError`: one line per bad key, e.g. ``train.runs.flat.lr: must be
+            > 0``, with the closest valid key for a typo).
     """
-    section = TrainSection.model_validate(dict(train_section))
-    base = section.model_dump(exclude={"runs"}, exclude_unset=True)
+    shared = {k: train_section[k] for k in train_section if k != "runs"}  # other runs' entries are not read
+    runs = train_section.get("runs") or {}
+    if not isinstance(runs, Mapping):
+        raise ValueError(f"params 'train.runs' must map run names to settings, got {type(runs).__name__}")
+    base = validate(TrainConfig, shared, "train").model_dump(exclude_unset=True)
     if run is not None:
-        if run not in section.runs:
-            raise ValueError(f"run {run!r} is not in params 'train.runs' (available: {sorted(section.runs)})")
-        base.update(section.runs[run])
-    try:
-        return TrainConfig.model_validate(base)
-    except ValidationError as err:
-        raise ValueError(f"invalid settings for train run {run!r}:\n{err}") from err
+        if run not in runs:
+            hint = closest(run, list(runs))
+            raise ValueError(f"run {run!r} is not in params 'train.runs' ({f'did you mean {hint!r}? ' if hint else ''}"
+                             f"available: {sorted(runs)})")
+        if not isinstance(runs[run], Mapping):
+            raise ValueError(f"params 'train.runs.{run}' must be a mapping of settings, got {type(runs[run]).__name__}")
+        base.update(runs[run])
+    own = set(runs[run]) if run is not None else set()
+    return validate(TrainConfig, base, lambda loc: f"train.runs.{run}" if not loc or loc[0] in own else "train")
