@@ -12,7 +12,9 @@ GeoTIFF tiles of 64 px with a real CRS and transform) and run through the pipeli
 Both runs check the manifest (band names, normalisation), the prepared labels (leaf indices on the image grid)
 and that every output the prepare stage declares exists; run B also the checkpoint and the metrics JSON. Tiny
 profile: one seed, 6 iterations, 64 px tiles. Every prepared dataset trains the same way (labels are rewritten
-as leaf indices at prepare), so one train run covers both label formats.
+as leaf indices at prepare), so one train run covers both label formats. Then ``hierars predict`` runs the trained
+model on one of run B's images (it picks bands 4-3-2 by name): per-level GeoTIFFs with the input's CRS and
+transform, a ``.qml`` style per level, and the model card next to the model.
 """
 
 from __future__ import annotations
@@ -68,13 +70,17 @@ def _copy_checkout(dst: Path, data_root: Path) -> None:
         subprocess.run(git + cmd, cwd=dst, check=True, capture_output=True)
 
 
-def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+def _run(repo: Path, exe: str, *args: str) -> subprocess.CompletedProcess:
     # PYTHONPATH: the copy's hierars, not the editable install of the checkout; HIERARS_ROOT: the copy's files
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "HIERARS_ROOT": str(repo),
            "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # fmt: skip
-    r = subprocess.run([str(DVC), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"dvc {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    r = subprocess.run([str(BIN / exe), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{exe} {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
     return r
+
+
+def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return _run(repo, "dvc", *args)
 
 
 def _check_prepare(repo: Path, data_root: Path, bands: list[str], label_of) -> dict:
@@ -145,3 +151,21 @@ def test_own_folder_data_through_dvc(tmp_path: Path):
         assert (got[png == v] == leaves[leaf][0]).all()
     status = _dvc(repo, "status", "prepare", f"train@{RUN}").stdout
     assert "changed" not in status, status  # the experiment's outputs match its params
+
+    # hierars predict on one image of run B with the trained model
+    model, image, out = repo / "models" / RUN / "seed0" / "ckpt.pt", b / "image" / "t_1_2.tif", tmp_path / "pred"
+    _run(repo, "hierars", "predict", str(model), str(image), "-o", str(out), "--no-progress")
+    tree = yaml.safe_load((repo / "data" / "processed" / "folder" / "tree.yaml").read_text())
+    with rasterio.open(image) as im:
+        crs, transform = im.crs, im.transform
+    for level in (1, 2):  # whdld: 4 coarse classes, 6 leaves
+        with rasterio.open(out / f"t_1_2_pred_L{level}.tif") as ds:
+            assert ds.crs == crs and ds.transform == transform and ds.count == 1
+            assert int(ds.read(1).max()) < (4, 6)[level - 1]
+        qml = (out / f"t_1_2_pred_L{level}.qml").read_text()
+        assert "paletteEntry" in qml and ("water" in qml if level == 1 else "bare_soil" in qml)
+    with rasterio.open(out / "t_1_2_pred.tif") as ds:
+        assert ds.crs == crs and ds.transform == transform and ds.count == 2
+    card = (repo / "models" / RUN / "MODEL_CARD.md").read_text()
+    assert "whdld" in card and "nir" in card, card[:500]
+    assert tree["name"] == "whdld"
