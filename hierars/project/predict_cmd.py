@@ -45,7 +45,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                    help="also write <stem>_pred_granularity.tif: each pixel at the deepest level whose path "
                         "probability is >= T (e.g. 0.7)")
     p.add_argument("--no-confidence", action="store_true", help="do not write the confidence GeoTIFF")
-    p.add_argument("--window", type=int, default=512, help="sliding-window size in pixels")
+    p.add_argument("--window", type=int, default=512, help="sliding-window size in pixels (a multiple of 32)")
     p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring windows in pixels")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     p.add_argument("--bands", type=int, nargs="+", metavar="B",
@@ -61,6 +61,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from hierars.data import load_model
     from hierars.project.cli import CLIError, _expand_images
 
+    if args.window < 32 or args.window % 32:
+        raise CLIError(f"--window must be a multiple of 32 (the models' output stride), got {args.window}")
     files = _expand_images(args.images)
     stems = [f.stem for f in files]
     dup = sorted({s for s in stems if stems.count(s) > 1})
