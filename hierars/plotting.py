@@ -2,7 +2,7 @@
 
 Class colours are data of the tree (:meth:`hierars.hierarchy.Hierarchy.palettes`: each root a hue, children
 shades of their parent's), so a class has the same colour in every figure and map. Ignored pixels (255) are
-drawn black.
+drawn black. Training curves (per seed and their mean): :mod:`hierars.plotting_curves`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from hierars.atomic import atomic_savefig, atomic_write_text
+from hierars.plotting_curves import plot_training_curves  # noqa: F401  (training curves live there)
 
 IGNORE_COLOR = (0, 0, 0)
 
@@ -85,8 +88,7 @@ def plot_sample_triplets(rows: Sequence[dict], hierarchy, out_path: str | Path |
     fig.subplots_adjust(bottom=0.06 + 0.11 * max(len(hierarchy.names[-1]) / 2, len(hierarchy.names[0])) / 10,
                         wspace=0.03, hspace=0.05)  # fmt: skip
     if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_path, dpi=110, bbox_inches="tight")
+        atomic_savefig(fig, out_path)
     return fig
 
 
@@ -203,8 +205,7 @@ def plot_prediction_levels(samples: Sequence[dict], hierarchy, out_path: str | P
                                      ncol=1 if hierarchy.num_classes[lvl] <= 10 else 2)
     fig.subplots_adjust(wspace=0.04, hspace=0.2)
     if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_path, dpi=110, bbox_inches="tight")
+        atomic_savefig(fig, out_path)
     return fig
 
 
@@ -316,44 +317,13 @@ def save_tables(tables: dict, out_dir: str | Path, titles: dict | None = None) -
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = []
     for name, df in tables.items():
-        df.to_csv(out_dir / f"{name}.csv", index_label="row")
+        atomic_write_text(out_dir / f"{name}.csv", df.to_csv(index_label="row"))
         title = (titles or {}).get(name, name)
         body = format_table(df).to_markdown() if len(df) else "_no runs_"
         parts.append(f"### {title}\n\n{body}\n")
     md = out_dir / "tables.md"
-    md.write_text("\n".join(parts))
+    atomic_write_text(md, "\n".join(parts))
     return md
-
-
-def plot_training_curves(curves: dict, metrics: Sequence[str] = ("loss", "val_mIoU_L3"),
-                         out_path: str | Path | None = None):
-    """Training curves per run: ``curves`` maps a run name to a DataFrame of ``engine`` curve rows
-    (columns iteration, loss, lr, val_* and optionally seed). One panel per metric; the mean over seeds
-    is drawn with a band spanning min-max. Returns the Figure."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for run, df in curves.items():
-            if metric not in df:
-                continue
-            d = df[["iteration", metric]].dropna()
-            if d.empty:
-                continue
-            g = d.groupby("iteration")[metric]
-            mean, lo, hi = g.mean(), g.min(), g.max()
-            line = ax.plot(mean.index, mean.values, label=run, marker="." if len(mean) < 15 else None)[0]
-            if (hi - lo).abs().max() > 0:
-                ax.fill_between(mean.index, lo.values, hi.values, color=line.get_color(), alpha=0.2)
-        ax.set_xlabel("iteration")
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_path, dpi=110, bbox_inches="tight")
-    return fig
 
 
 def plot_level_bars(table, out_path: str | Path | None = None, title: str = ""):
@@ -380,8 +350,7 @@ def plot_level_bars(table, out_path: str | Path | None = None, title: str = ""):
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_path, dpi=110, bbox_inches="tight")
+        atomic_savefig(fig, out_path)
     return fig
 
 
@@ -412,6 +381,5 @@ def plot_retrieval_gallery(query_image, results: dict, out_path: str | Path | No
                 ax.axis("off")
     fig.tight_layout()
     if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_path, dpi=110, bbox_inches="tight")
+        atomic_savefig(fig, out_path)
     return fig

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_pipeline_decl import check_stage_reads, with_record_cell
 
 from hierars.project import PROJ_ROOT
+from hierars.project.params import TRACK_ENV
 
 papermill = pytest.importorskip("papermill")
 
@@ -46,18 +48,24 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _execute(nb: Path, pipeline: dict, **extra) -> Path:
+    """Run ``nb`` with a last cell recording what it read (``<out>.reads.json``, see tests/test_pipeline_decl.py)."""
     out_dir = pipeline["root"] / "reports" / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = "".join(f"_{v}" for v in extra.values())
     out = out_dir / f"{nb.stem}{suffix}.ipynb"
-    papermill.execute_notebook(
-        str(nb),
-        str(out),
-        kernel_name=KERNEL,
-        cwd=str(nb.parent),
-        progress_bar=False,
-        parameters={"params_file": str(pipeline["params_file"]), **extra},
-    )
+    recording = with_record_cell(nb, pipeline["root"] / "recording", out.with_suffix(".reads.json"))
+    os.environ[TRACK_ENV] = "1"  # the kernel inherits it: load_params records the keys read
+    try:
+        papermill.execute_notebook(
+            str(recording),
+            str(out),
+            kernel_name=KERNEL,
+            cwd=str(nb.parent),
+            progress_bar=False,
+            parameters={"params_file": str(pipeline["params_file"]), **extra},
+        )
+    finally:
+        os.environ.pop(TRACK_ENV, None)
     return out
 
 
@@ -116,8 +124,9 @@ def test_notebook_executes(nb: Path, pipeline: dict) -> None:
         if not runs:
             raise AssertionError(f"{nb.name} takes `{key}` but the smoke profile lists none")
         for run in runs:
-            _execute(nb, pipeline, **({key: run} if run is not None else {}))
+            out = _execute(nb, pipeline, **({key: run} if run is not None else {}))
             _check_outputs(nb, pipeline, run)
+            check_stage_reads(nb.stem, run, json.loads(out.with_suffix(".reads.json").read_text()))
     except BaseException:
         _failed.append(nb.stem)
         raise

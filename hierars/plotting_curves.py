@@ -1,0 +1,82 @@
+"""Training curves (plotting layer): every seed as a thin line, their mean as a thick one; losses of different
+objectives on separate axes. Re-exported by :mod:`hierars.plotting`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hierars.atomic import atomic_savefig
+
+__all__ = ["curve_panels", "plot_training_curves"]
+
+
+def curve_panels(curves: Mapping, metrics: Sequence[str], objectives: Mapping[str, str] | None = None,
+                 split: Sequence[str] = ("loss",)) -> list[tuple[str, str, list[str]]]:
+    """Panels of :func:`plot_training_curves`: ``[(title, metric, [run, ...]), ...]`` in ``metrics`` order.
+
+    A metric in ``split`` (the training loss) gets one panel per objective in ``objectives`` (run -> loss name),
+    since CE, HSC and HSSN losses have different scales; the other metrics get one panel with every run.
+    Runs whose curve lacks the metric are left out; panels with no run are dropped.
+    """
+    panels = []
+    for metric in metrics:
+        runs = [r for r, df in curves.items() if metric in df and df[metric].notna().any()]
+        if metric in split and objectives:
+            for obj in dict.fromkeys(objectives.get(r, "?") for r in runs):
+                panels.append((f"{metric} ({obj})", metric, [r for r in runs if objectives.get(r, "?") == obj]))
+        elif runs:
+            panels.append((metric, metric, runs))
+    return panels
+
+
+def plot_training_curves(curves: Mapping, metrics: Sequence[str] = ("loss", "val_mIoU_L3"),
+                         out_path: str | Path | None = None, objectives: Mapping[str, str] | None = None,
+                         ncols: int = 3):
+    """Training curves per run, per seed and their mean.
+
+    Args:
+        curves: run name -> DataFrame of curve rows (columns ``iteration``, the metrics, optionally ``seed``; the
+            ``reports/plots/<run>_curve.csv`` written by ``hierars.training.train_run``).
+        metrics: one panel per metric (per objective for ``loss`` when ``objectives`` is given).
+        objectives: run name -> its loss (``ce``/``hsc``/``hssn``): losses of different objectives get their own
+            panel instead of sharing an axis.
+        ncols: panels per figure row.
+
+    Each seed is a thin line in the run's colour and the mean over seeds (at the iterations every seed logged) a
+    thick line labelled ``<run> (mean of n seeds)``. Returns the Figure (saved to ``out_path`` when given).
+    """
+    import matplotlib.pyplot as plt
+
+    panels = curve_panels(curves, metrics, objectives)
+    if not panels:
+        raise ValueError(f"none of the metrics {list(metrics)} is in the curves of {list(curves)}")
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
+    colors = {run: f"C{i % 10}" for i, run in enumerate(curves)}
+    for ax, (title, metric, runs) in zip(axes.flat, panels):
+        for run in runs:
+            df = curves[run]
+            cols = ["iteration", metric] + (["seed"] if "seed" in df else [])
+            d = df[cols].dropna(subset=[metric])
+            seeds = sorted(d["seed"].unique()) if "seed" in d else [None]
+            for s in seeds:
+                ds = d if s is None else d[d["seed"] == s]
+                if len(seeds) > 1:
+                    ax.plot(ds["iteration"], ds[metric], color=colors[run], lw=0.8, alpha=0.45)
+            g = d.groupby("iteration")[metric]
+            mean = g.mean()[g.count() == len(seeds)]
+            label = f"{run} (mean of {len(seeds)} seeds)" if len(seeds) > 1 else run
+            ax.plot(mean.index, mean.values, color=colors[run], lw=2.0, label=label,
+                    marker="." if len(mean) < 15 else None)
+        ax.set_xlabel("iteration")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    if out_path is not None:
+        atomic_savefig(fig, out_path)
+    return fig

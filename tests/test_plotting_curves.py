@@ -1,0 +1,63 @@
+"""Training curves: every seed plus the mean over seeds; losses of different objectives on separate axes."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from hierars.plotting import plot_training_curves  # noqa: E402
+from hierars.plotting_curves import curve_panels  # noqa: E402
+
+
+def _curve(seeds=(0, 1), scale=1.0) -> pd.DataFrame:
+    rows = []
+    for s in seeds:
+        for it in (10, 20, 30):
+            rows.append({"seed": s, "iteration": it, "loss": scale * (5 - it / 10 + s),
+                         "val_mIoU_L3": (0.1 * it / 10 + 0.05 * s) if it != 10 else np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_each_seed_and_the_mean_are_drawn(tmp_path):
+    out = tmp_path / "run_curve.png"
+    fig = plot_training_curves({"run": _curve()}, metrics=("loss", "val_mIoU_L3"), out_path=out)
+    assert out.is_file() and out.stat().st_size > 0
+    ax_loss, ax_miou = fig.axes[:2]
+    lines = ax_loss.get_lines()
+    assert len(lines) == 3  # seed 0, seed 1, mean
+    mean = next(line for line in lines if "mean of 2 seeds" in str(line.get_label()))
+    np.testing.assert_allclose(mean.get_ydata(), [4.5, 3.5, 2.5])  # (5 - it/10) + 0.5
+    assert mean.get_linewidth() > max(line.get_linewidth() for line in lines if line is not mean)
+    # val metrics are logged at eval iterations only: NaN rows are dropped, not drawn as gaps
+    m = next(line for line in ax_miou.get_lines() if "mean" in str(line.get_label()))
+    np.testing.assert_allclose(m.get_xdata(), [20, 30])
+    np.testing.assert_allclose(m.get_ydata(), [0.225, 0.325])
+
+
+def test_single_seed_draws_one_line():
+    fig = plot_training_curves({"r": _curve(seeds=(0,))}, metrics=("loss",))
+    assert len(fig.axes[0].get_lines()) == 1
+
+
+def test_losses_of_different_objectives_do_not_share_an_axis():
+    curves = {"flat": _curve(), "bhccm_hsc": _curve(scale=10.0), "abl_bi_ce": _curve()}
+    objectives = {"flat": "ce", "bhccm_hsc": "hsc", "abl_bi_ce": "ce"}
+    panels = curve_panels(curves, ("loss", "val_mIoU_L3"), objectives)
+    assert [(t, r) for t, _, r in panels] == [("loss (ce)", ["flat", "abl_bi_ce"]), ("loss (hsc)", ["bhccm_hsc"]),
+                                              ("val_mIoU_L3", ["flat", "bhccm_hsc", "abl_bi_ce"])]
+    fig = plot_training_curves(curves, metrics=("loss", "val_mIoU_L3"), objectives=objectives)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["loss (ce)", "loss (hsc)", "val_mIoU_L3"]
+    hsc_ax = fig.axes[1]
+    assert {str(line.get_label()).split(" ")[0] for line in hsc_ax.get_lines()} >= {"bhccm_hsc"}
+    assert not any("flat" in str(line.get_label()) for line in hsc_ax.get_lines())
+
+
+def test_unknown_metrics_are_an_error():
+    with pytest.raises(ValueError, match="none of the metrics"):
+        plot_training_curves({"r": _curve()}, metrics=("val_mIoU_L9",))
