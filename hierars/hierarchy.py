@@ -57,9 +57,12 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
     seen: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
         if key in seen:
-            line = key_node.start_mark.line + 1
             raise HierarchyError(f"duplicate name {key!r} under the same parent (line {line})")
+        if value_node in loader.recursive_objects:  # an alias (*x) to a node that contains it
+            raise HierarchyError(f"cycle: node {key!r} (line {line}) contains itself through a YAML alias; "
+                                 "a tree cannot loop back to an ancestor")
         seen[key] = loader.construct_object(value_node, deep=deep)
     return seen
 
@@ -67,20 +70,23 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
-def _leaf_depths(tree: Any, where: str) -> list[int]:
-    """Depth (number of levels) of every leaf below ``tree``; validates node types on the way."""
+def _leaf_depths(tree: Any, where: str, ancestors: tuple[int, ...] = (), level: int = 1) -> list[int]:
+    """Depth (number of levels) of every leaf below ``tree``; validates node types and finds cycles on the way."""
     if isinstance(tree, Mapping):
+        if id(tree) in ancestors:
+            raise HierarchyError(f"cycle: node {where!r} contains one of its own ancestors")
         if not tree:
-            raise HierarchyError(f"node {where!r} has no children")
+            raise HierarchyError(f"node {where!r} has no children: level {level} would be empty below it "
+                                 "(give it a mapping of children or a list of leaves)")
         depths = []
         for name, sub in tree.items():
             if not isinstance(name, str) or not name:
                 raise HierarchyError(f"class names must be non-empty strings; got {name!r} under {where!r}")
-            depths += [d + 1 for d in _leaf_depths(sub, name)]
+            depths += [d + 1 for d in _leaf_depths(sub, name, (*ancestors, id(tree)), level + 1)]
         return depths
     if isinstance(tree, (list, tuple)):
         if not tree:
-            raise HierarchyError(f"node {where!r} has an empty list of leaves")
+            raise HierarchyError(f"node {where!r} has an empty list of leaves (level {level} would be empty below it)")
         for leaf in tree:
             if not isinstance(leaf, str) or not leaf:
                 raise HierarchyError(
@@ -91,6 +97,9 @@ def _leaf_depths(tree: Any, where: str) -> list[int]:
             dup = sorted({x for x in tree if list(tree).count(x) > 1})
             raise HierarchyError(f"duplicate leaf name(s) {dup} under {where!r}")
         return [1] * len(tree)
+    if tree is None:
+        raise HierarchyError(f"node {where!r} has no children (nothing after '{where}:'): level {level} would be "
+                             "empty below it; give it a list of leaves or a mapping of children")
     raise HierarchyError(
         f"node {where!r} must map to a mapping (inner node) or a list of leaf names, got {type(tree).__name__}"
     )

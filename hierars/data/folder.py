@@ -33,6 +33,7 @@ import yaml
 from rasterio.errors import RasterioError
 from tqdm.auto import tqdm
 
+from hierars.atomic import atomic_write_text
 from hierars.data.config import FolderConfig, FolderSplit
 from hierars.data.rasters import RasterItem, open_raster, write_geotiff
 from hierars.hierarchy import Hierarchy
@@ -323,7 +324,7 @@ def prepare_folder(root: str | Path, fc: FolderConfig, h: Hierarchy, out: str | 
         lab = dst / "label" / f"{it.extra['key']}.tif"
         convert_label(it, hd, lut, ignore, lab, cmap, strict=strict)
         converted.append(RasterItem(it.image, lab, it.scene, it.sub_label, it.extra))
-    (dst / "tree.yaml").write_text(yaml.safe_dump(ph.to_dict(), sort_keys=False))
+    atomic_write_text(dst / "tree.yaml", yaml.safe_dump(ph.to_dict(), sort_keys=False))
     splits = split_folder(converted, fc.split, seed, root, headers)
     nb = len(fc.bands) if fc.bands is not None else headers[0]["count"]
     idx = fc.bands or list(range(1, nb + 1))

@@ -4,7 +4,6 @@ their label rasters (one seeded generator per scene, so the same seed gives the 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from tqdm.auto import tqdm
 
+from hierars.atomic import atomic_write_csv
 from hierars.data import synthetic as syn
 from hierars.data.config import PrepareConfig
 from hierars.data.labels import colormap, label_tags, load_hierarchy, raw_values, unlabeled_value
@@ -201,8 +201,5 @@ def write_retrieval(cfg: PrepareConfig, out: Path, seed: int) -> dict[str, list[
         splits[split].append(RasterItem(ip, lp, scene, sub))
         rows.append({"image": rel_path(ip, out), "label": rel_path(lp, out), "label_mm5b": rel_path(lm, out), "scene": scene,
                      "sub_label": sub, "withheld": int(bool(sub)), "split": split})  # fmt: skip
-    with open(out / "retrieval" / "index.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    atomic_write_csv(out / "retrieval" / "index.csv", rows)
     return splits

@@ -15,6 +15,8 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from hierars.atomic import atomic_path
+
 __all__ = ["RasterItem", "open_raster", "read_raster", "tile_windows", "resample_label", "write_geotiff"]
 
 
@@ -93,7 +95,7 @@ def resample_label(label_path: str | Path, like_path: str | Path, out_path: str 
         profile = src.profile | {"height": like.height, "width": like.width, "transform": like.transform,
                                  "crs": like.crs}  # fmt: skip
     profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
-    with rasterio.open(out_path, "w", **profile) as dst:
+    with atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(out, 1)
     return Path(out_path)
 
@@ -111,7 +113,7 @@ def write_geotiff(path: str | Path, data: np.ndarray, transform, crs, nodata: fl
                "interleave": "pixel" if c > 1 else "band"}  # fmt: skip
     if h >= block and w >= block:
         profile |= {"tiled": True, "blockxsize": block, "blockysize": block}
-    with rasterio.open(path, "w", **profile) as dst:
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(arr)
         for i, name in enumerate(band_names or []):
             dst.set_band_description(i + 1, name)

@@ -29,11 +29,13 @@ from hierars.models import build_model
 from hierars.training import distributed
 from hierars.training.checkpoint import load_checkpoint, run_metadata
 from hierars.training.config import TrainConfig, resolve_run, run_names
+from hierars.training.guards import check_checkpoint_tree, load_state_checked
 from hierars.training.loop import fit
 from hierars.training.model_card import write_model_card
 from hierars.training.optim import build_loss
 from hierars.training.resume import RESUME_FOLDER, prune_stale_resume, resume_dir, resume_key
 from hierars.training.seeding import seed_everything
+from hierars.validation import validate
 
 __all__ = ["aggregate_seeds", "build_run_model", "train_run", "collect_run_metrics", "load_run_model"]
 
@@ -149,10 +151,8 @@ def load_run_model(ckpt_path: str | os.PathLike, hierarchy: Hierarchy, in_channe
                    device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model of a :func:`fit` checkpoint from its stored settings and load its weights (eval mode)."""
     state = load_checkpoint(ckpt_path, map_location=device)
-    cfg = TrainConfig.model_validate(state["config"])
-    saved = tuple(state.get("hierarchy", {}).get("num_classes", hierarchy.num_classes))
-    if tuple(saved) != tuple(hierarchy.num_classes):
-        raise ValueError(f"{ckpt_path} was trained for classes {saved}, not {tuple(hierarchy.num_classes)}")
+    cfg = validate(TrainConfig, state["config"], "config", source=str(ckpt_path))
+    check_checkpoint_tree(state, hierarchy, ckpt_path)
     model = build_run_model(cfg.model_copy(update={"pretrained": None}), hierarchy, in_channels)
-    model.load_state_dict(state["model"])
+    load_state_checked(model, state["model"], ckpt_path, "model")
     return model.to(device).eval()
