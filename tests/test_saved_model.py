@@ -114,7 +114,8 @@ def test_model_card(trained):
     assert os.stat(card).st_mode & 0o777 == 0o644
     for want in ("# Model card: `mine`", "## Data", "source: `folder`", "| 4 | nir | 1600 | 600 |", "`mytree`",
                  "2 / 3 / 5", "- L3: corn, soybean, woodland, river, lake", "| arch | `'fpn'` |",
-                 "mIoU L3 (JSPS)", "mean ± half-range", "hierars predict models/mine/seed0/ckpt.pt"):
+                 "mIoU L3 (JSPS)", "mean ± half-range", "hierars predict seed0/ckpt.pt image.tif -o out/",
+                 "- tiles: 32 px; training samples: 8 tiles of 2 rasters; validation samples: 4 tiles of 1 rasters"):
         assert want in text, want
     per_seed = trained["res"]["per_seed"][0]
     row = next(line for line in text.splitlines() if line.startswith("| 0 |"))

@@ -56,14 +56,20 @@ def model_card(run: str, cfg: TrainConfig, hierarchy: Hierarchy, meta: Mapping[s
     lines = [f"# Model card: `{run}`", "",
              f"Hierarchical segmentation model trained by hierars {meta.get('hierars_version', '?')} "
              f"({cfg.head} head, {cfg.loss} loss; {len(seeds)} seed(s): {', '.join(map(str, seeds))}).", "",
-             "## Use", "", "```bash",
-             f"hierars predict models/{run}/seed{seeds[0]}/ckpt.pt image.tif -o out/   # GeoTIFFs + QGIS styles",
-             "```", "",
-             f"or `hierars.load_model(\"models/{run}/seed{seeds[0]}/ckpt.pt\").predict(image)` in Python. The "
-             "checkpoint holds the tree, the bands and the normalisation below: give raw images with these bands.",
-             "", "## Data", "",
+             "## Use", ""]
+    if meta.get("model_spec") is not None:
+        lines += ["From this folder:", "", "```bash",
+                  f"hierars predict seed{seeds[0]}/ckpt.pt image.tif -o out/   # per-level GeoTIFFs + QGIS styles",
+                  "```", "",
+                  f"or `hierars.load_model(\"seed{seeds[0]}/ckpt.pt\").predict(image)` in Python. The checkpoint holds "
+                  "the tree, the bands and the normalisation below: give raw images with these bands."]
+    else:
+        lines += ["Built by a custom builder (e.g. a TransLU variant): `hierars.load_model` cannot rebuild it; load "
+                  "the weights into the model built the same way."]
+    lines += ["", "## Data", "",
              f"- source: `{data.get('source')}`" + (f" (`{data['data_dir']}`)" if data.get("data_dir") else ""),
-             f"- tile size: {data.get('tile_size') or 'whole rasters'} px; training samples: {data.get('n_train')}"
+             f"- tiles: {str(data['tile_size']) + ' px' if data.get('tile_size') else 'whole rasters'}; "
+             f"training samples: {data.get('n_train')}"
              + (f" tiles of {data['n_train_rasters']} rasters" if data.get("n_train_rasters") else "")
              + f"; validation samples: {data.get('n_val')}"
              + (f" tiles of {data['n_val_rasters']} rasters" if data.get("n_val_rasters") else ""),
