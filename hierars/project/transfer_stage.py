@@ -17,7 +17,6 @@ per-seed difference of every variant against fine-tuning (mean and 95 % t interv
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import Dataset, Subset
 
+from hierars.comparison import paired_by_seed
 from hierars.hierarchy import Hierarchy
 from hierars.project.params import resolve_path, stage_paths
 from hierars.project.stages import resolve_tree
@@ -206,12 +206,6 @@ def run_experiment(setup: TransferSetup) -> dict[str, dict[str, Any]]:
                               reports_dir=setup.reports_dir)
 
 
-def _t95(n: int) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, n - 1)) if n > 1 else math.nan
-
-
 def summarise(results: Mapping[str, Mapping[str, Any]], num_levels: int, baseline: str = "finetune",
               suffix: str = "_jsps") -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Flat metrics and table rows of a Table X run.
@@ -235,19 +229,13 @@ def summarise(results: Mapping[str, Mapping[str, Any]], num_levels: int, baselin
             metrics[f"{variant}_mIoU_L{level}"], metrics[f"{variant}_mIoU_L{level}_hr"] = mean, hr
             row[f"L{level}"] = f"{100 * mean:.1f} ± {100 * hr:.1f}"
             if base is not None and variant != baseline:
-                by_seed = {m["seed"]: float(m[key]) for m in base["per_seed"]}
-                diffs = [float(m[key]) - by_seed[m["seed"]] for m in res["per_seed"] if m["seed"] in by_seed]
-                d = float(np.mean(diffs))
-                half = _t95(len(diffs)) * float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs)) if len(diffs) > 1 \
-                    else math.nan
-                metrics[f"{variant}_vs_{baseline}_L{level}"] = d
-                metrics[f"{variant}_vs_{baseline}_L{level}_lo"] = d - half
-                metrics[f"{variant}_vs_{baseline}_L{level}_hi"] = d + half
+                diff = paired_by_seed({m["seed"]: float(m[key]) for m in res["per_seed"]},
+                                      {m["seed"]: float(m[key]) for m in base["per_seed"]})
+                metrics[f"{variant}_vs_{baseline}_L{level}"] = diff.mean
+                metrics[f"{variant}_vs_{baseline}_L{level}_lo"] = diff.lo
+                metrics[f"{variant}_vs_{baseline}_L{level}_hi"] = diff.hi
                 if level == num_levels:
-                    verdict = ("no measurable difference" if not (d - half > 0 or d + half < 0)
-                               else ("better" if d > 0 else "worse"))
-                    row[f"vs {baseline}, L{level}"] = (f"{100 * d:+.1f} [{100 * (d - half):+.1f}, "
-                                                       f"{100 * (d + half):+.1f}] {verdict}")
+                    row[f"vs {baseline}, L{level}"] = diff.format()
             elif variant == baseline and level == num_levels:
                 row[f"vs {baseline}, L{level}"] = "—"
         rows.append(row)
