@@ -84,11 +84,11 @@ MEANINGS: dict[str, str] = {
     "prepare.folder.split.kind": "split kind: `random` (seeded, by raster), `files` (list files) or `blocks` "
                                  "(spatial blocks)",
     "prepare.folder.split.val_fraction": "share of rasters (random) or of occupied blocks (blocks) in val",
-    "prepare.folder.split.train": "list file of the train images (one per line)",
-    "prepare.folder.split.val": "list file of the val images (one per line)",
-    "prepare.folder.split.size": "block edge, in map units of the CRS or in pixels (`units`)",
-    "prepare.folder.split.units": "`map` (CRS units) or `pixels`",
-    "prepare.folder.split.buffer": "rings of blocks around each val block dropped from train",
+    "prepare.folder.split.train_list": "files: list file of the train images (one per line: path, name or key)",
+    "prepare.folder.split.val_list": "files: list file of the val images (one per line: path, name or key)",
+    "prepare.folder.split.block_size": "blocks: block edge, in map units of the CRS or in pixels (`block_units`)",
+    "prepare.folder.split.block_units": "blocks: `map` (CRS units) or `pixels`",
+    "prepare.folder.split.buffer": "blocks: rings of blocks around each val block dropped from train",
     # train
     "train.arch": "segmentation architecture (segmentation_models_pytorch name: fpn, upernet, unet, ...)",
     "train.encoder": "encoder (timm via smp: `tu-<timm name>`)",

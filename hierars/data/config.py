@@ -5,7 +5,7 @@ retrieval archive. Paths in it (``root``, a tree YAML) are used as given."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -58,21 +58,15 @@ class RetrievalConfig(_Strict):
 
 class FolderSplit(_Strict):
     """How ``source: folder`` splits its images (``prepare.folder.split``); the top-level ``seed`` seeds it.
-
-    ``kind``:
-
-    - ``random``: a seeded ``val_fraction`` of the images, stratified by sub-folder when images sit in sub-folders
-      of the image glob's base folder;
-    - ``files``: list files ``train_list`` / ``val_list`` (relative to ``root``, or absolute): one image per line,
-      as its path relative to ``root``, its file name or its pairing key; blank lines and ``#`` comments are
-      skipped; images in neither list are left out, an image in both is an error;
-    - ``blocks``: the plane is cut into square blocks of ``block_size`` (``block_units``: map units of the images'
-      CRS, or pixels of each image); each image belongs to the block holding its centre and a seeded
-      ``val_fraction`` of the occupied blocks go to val, so neighbouring tiles of one block never straddle train
-      and val; ``buffer`` blocks around every val block are dropped from train (1: their 8 neighbours).
-
-    Every key has a default, so ``dvc exp run -S prepare.folder.split.kind=blocks -S
-    prepare.folder.split.block_size=2000`` works; a key another kind uses is an error, not silently ignored.
+    ``random``: a seeded ``val_fraction`` of the images, stratified by sub-folder when images sit in sub-folders of
+    the image glob's base folder. ``files``: list files ``train_list`` / ``val_list`` (relative to ``root``, or
+    absolute), one image per line as its path relative to ``root``, its file name or its pairing key (blank lines
+    and ``#`` comments skipped; images in neither list are left out, an image in both is an error). ``blocks``: the
+    plane is cut into square blocks of ``block_size`` (``block_units``: map units of the images' CRS, or pixels);
+    each image belongs to the block holding its centre and a seeded ``val_fraction`` of the occupied blocks go to
+    val, so neighbouring tiles of one block never straddle train and val; ``buffer`` rings of blocks around every
+    val block are dropped from train. Every key has a default, so ``dvc exp run -S prepare.folder.split.kind=blocks
+    -S prepare.folder.split.block_size=2000`` works; a key that only another kind uses is an error.
     """
 
     kind: Literal["random", "files", "blocks"] = "random"
@@ -115,7 +109,7 @@ class FolderConfig(_Strict):
     labels: str = "label/*.tif"
     image_suffix: str | None = None
     label_suffix: str | None = None
-    bands: list[Annotated[int, Field(ge=1)]] | None = None
+    bands: list[int] | None = None
     band_names: list[str] | None = None
     nodata: float | None = None
     ignore: list[int] = [255]
@@ -131,6 +125,8 @@ class FolderConfig(_Strict):
 
     @model_validator(mode="after")
     def _names_match_bands(self) -> FolderConfig:
+        if self.bands is not None and (not self.bands or min(self.bands) < 1):
+            raise ValueError(f"prepare.folder.bands are 1-based band numbers (GDAL / QGIS), got {self.bands}")
         if self.bands is not None and self.band_names is not None and len(self.bands) != len(self.band_names):
             raise ValueError(f"prepare.folder: {len(self.band_names)} band_names for {len(self.bands)} bands")
         if self.band_names is not None and len(set(self.band_names)) != len(self.band_names):
