@@ -115,6 +115,40 @@ class HierarchicalMetrics:
         )
         return out
 
+    def error_structure(self, level: int = -1) -> dict[str, float]:
+        """How hierarchical the errors at ``level`` are: the share of its misclassified labelled pixels whose
+        predicted class has the same ancestor as the true class, at each coarser level, against chance.
+
+        Chance: each error goes to another class with probability proportional to how often that class is
+        predicted overall (so it reflects the model's class frequencies, not a uniform guess). A benchmark whose
+        errors stay within a parent far more often than chance carries hierarchical structure a hierarchical
+        model can use (issue 14). Predictions outside the level's classes are not counted as errors here.
+
+        Returns:
+            ``{"errors": n, "accuracy": a, "within_L<k>": share, "chance_L<k>": share}`` for every coarser level
+            k (1-based), e.g. ``within_L2`` = share of leaf errors inside the true leaf's level-2 parent.
+        """
+        n_levels = len(self.num_classes)
+        level = level % n_levels
+        cm = self.confusion[level][:, : self.num_classes[level]].double().numpy()
+        off = cm.copy()
+        np.fill_diagonal(off, 0.0)
+        errors = float(off.sum())
+        out = {"errors": errors, "accuracy": float(np.trace(cm) / cm.sum()) if cm.sum() else float("nan")}
+        pred_share = cm.sum(0) / max(cm.sum(), 1.0)
+        classes = torch.arange(cm.shape[0])
+        for coarse in range(level):
+            anc = self.hierarchy.lift(classes, coarse, from_level=level).numpy()
+            same = anc[:, None] == anc[None, :]
+            out[f"within_L{coarse + 1}"] = float(off[same].sum() / errors) if errors else float("nan")
+            chance = 0.0
+            for c, n_true in enumerate(cm.sum(1)):
+                w = pred_share.copy()
+                w[c] = 0.0
+                chance += n_true * (w[same[c]].sum() / w.sum() if w.sum() else 0.0)
+            out[f"chance_L{coarse + 1}"] = float(chance / cm.sum()) if cm.sum() else float("nan")
+        return out
+
     def to_flat_dict(self, per_class: bool = False) -> dict[str, float]:
         """Flat scalars for a metrics JSON: ``mIoU_L1``…, ``OA_L1``…, ``mAcc_L1``…, ``consistency``.
 

@@ -142,3 +142,21 @@ def test_bad_inputs():
         meter.update(t.float(), t)
     with pytest.raises(ValueError, match="outside"):
         meter.update(t, torch.full_like(t, 40))
+
+
+def test_error_structure_counts_errors_within_parents():
+    parent = MM5B.lift(torch.arange(18), 1)
+    sib = next(c for c in range(1, 18) if parent[c] == parent[0])  # a leaf with leaf 0's parent
+    far = next(c for c in range(18) if MM5B.lift(torch.tensor(c), 0) != MM5B.lift(torch.tensor(0), 0))
+    fine_t = torch.tensor([0] * 10 + [sib] * 10)  # 20 labelled pixels
+    fine_p = torch.tensor([0] * 6 + [sib] * 3 + [far] + [sib] * 10)  # 4 errors: 3 within the parent, 1 far away
+    lift = lambda f: torch.stack([MM5B.lift(f, lv) for lv in range(3)], 0)[None, :, None, :]  # noqa: E731
+    meter = HierarchicalMetrics(MM5B)
+    meter.update(lift(fine_p), lift(fine_t))
+    es = meter.error_structure()
+    assert es["errors"] == 4 and es["accuracy"] == pytest.approx(16 / 20)
+    assert es["within_L2"] == pytest.approx(3 / 4) and es["within_L1"] == pytest.approx(3 / 4)
+    # chance: leaf 0's errors go to sib (13/20 of predictions) or far (1/20) -> 13/14 within; sib's to 0 or far
+    want = (10 * 13 / 14 + 10 * 6 / 7) / 20
+    assert es["chance_L2"] == pytest.approx(want)
+    assert set(meter.error_structure(1)) == {"errors", "accuracy", "within_L1", "chance_L1"}
