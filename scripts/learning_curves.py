@@ -3,7 +3,8 @@
 Each run keeps its settings from ``params.yaml`` except the budget (``--iterations``, ``--eval-interval``) and
 the seeds; curves (per seed, validation mIoU per level with argmax and JSPS) land in
 ``reports/fidelity/<profile>/plots/<run>_seed<k>_curve.csv`` and the final metrics in
-``.../metrics/<run>_seed<k>.json``. The
+``.../metrics/<run>_seed<k>.json``; ``--analyse-only`` (also run after training) writes each model's
+validation metrics and error structure (``HierarchicalMetrics.error_structure``) to ``.../errors/``. The
 models go to ``models/fidelity/<profile>/`` (not tracked). ``notebooks/06_fidelity.ipynb`` plots them.
 
 Usage (from the repository root)::
@@ -17,11 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
+from hierars.atomic import atomic_write_json
+from hierars.decoding import predict_levels
+from hierars.levels import as_level_list, upsample_logits
+from hierars.metrics import HierarchicalMetrics
 from hierars.project import PROJ_ROOT, build_run_datasets, load_params
-from hierars.training import resolve_run, train_run
+from hierars.training import load_run_model, resolve_run, train_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-interval", type=int, default=100)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--analyse-only", action="store_true",
+                    help="skip training; write the error analysis of every trained (run, seed) found")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
                     help="extra train-section overrides, e.g. source=\\\"gf2\\\" decoder_channels=256")
     args = ap.parse_args(argv)
@@ -47,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     out_models = PROJ_ROOT / "models" / "fidelity" / args.profile
     # seeds outer, runs inner: an interrupted or time-boxed job still has every run at the first seeds; a
     # (run, seed) whose metrics.json exists is skipped, so re-running the same command continues the job
-    for seed in args.seeds:
+    for seed in [] if args.analyse_only else args.seeds:
         for run in args.runs:
             if (out_models / run / f"seed{seed}" / "metrics.json").is_file():
                 continue
@@ -59,6 +67,30 @@ def main(argv: list[str] | None = None) -> None:
             m = res["per_seed"][0]
             print(f"{run} seed {seed}: {time.perf_counter() - t0:.0f} s; " + ", ".join(
                 f"L{lv} {m.get(f'mIoU_L{lv}_jsps', m.get(f'mIoU_L{lv}')):.4f}" for lv in (3, 2, 1)), flush=True)
+    for run in args.runs:
+        for seed in args.seeds:
+            ckpt = out_models / run / f"seed{seed}" / "ckpt.pt"
+            if ckpt.is_file():
+                analyse(params, run, seed, ckpt, out_reports / "errors" / f"{run}_seed{seed}.json")
+
+
+def analyse(params: dict, run: str, seed: int, ckpt: Path, out: Path) -> None:
+    """Per-level validation metrics (JSPS; argmax for a flat model) and the error structure of a trained model."""
+    cfg = resolve_run(params["train"], run)
+    _, val_ds, h = build_run_datasets(params, cfg)
+    model = load_run_model(ckpt, h, int(val_ds[0]["image"].shape[0]))
+    meter = HierarchicalMetrics(h)
+    mode = "argmax" if cfg.head == "flat" else "jsps"
+    with torch.no_grad():
+        for i in range(len(val_ds)):
+            sample = val_ds[i]
+            logits = upsample_logits(as_level_list(model(sample["image"][None])), tuple(sample["mask"].shape[-2:]))
+            meter.update(predict_levels(logits, h, mode=mode), sample["mask"][None])
+    result = {"run": run, "seed": seed, "mode": mode, **meter.to_flat_dict(),
+              **{f"L{lv + 1}_{k}": v for lv in range(1, h.num_levels) for k, v in meter.error_structure(lv).items()}}
+    atomic_write_json(out, result)
+    print(f"{run} seed {seed}: leaf errors within parent {result[f'L{h.num_levels}_within_L{h.num_levels - 1}']:.3f} "
+          f"(chance {result[f'L{h.num_levels}_chance_L{h.num_levels - 1}']:.3f})", flush=True)
 
 if __name__ == "__main__":
     main()
