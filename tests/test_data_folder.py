@@ -269,6 +269,8 @@ def test_error_unknown_params_key():
         FolderSplit(kind="random", block_size=100)
     with pytest.raises(ValidationError, match=r"kind 'files' needs train_list and val_list"):
         FolderSplit(kind="files", train_list="a.txt")
+    with pytest.raises(ValidationError, match=r"1-based band numbers"):
+        FolderConfig(bands=[0, 1])
 
 
 def test_jpeg_labels_warn(tif_root, tmp_path):
