@@ -301,6 +301,7 @@ def _mutate_all(node: dict, keep: set[str], prefix: str = "") -> None:
             node[k] = _mutate(v)
 
 
+@pytest.mark.slow  # ~25 s to build the copy, ~5 s per `dvc status` (2 busy cores)
 def test_dvc_status_reports_every_declared_params_key(repo_copy: Path) -> None:
     """Every params.yaml value changed at once: each stage reports exactly the keys it declares as modified.
 
@@ -323,6 +324,7 @@ def test_dvc_status_reports_every_declared_params_key(repo_copy: Path) -> None:
         assert got == want, f"{name}: dvc status reports params {sorted(got)}, dvc.yaml declares {sorted(want)}"
 
 
+@pytest.mark.slow  # ~25 s to build the copy, ~5 s per `dvc status` (2 busy cores)
 def test_dvc_status_reports_every_declared_code_dep(repo_copy: Path) -> None:
     """Every package file and notebook edited at once: each stage reports exactly its declared code deps."""
     files = [p for p in (repo_copy / "hierars").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
@@ -342,6 +344,7 @@ def test_dvc_status_reports_every_declared_code_dep(repo_copy: Path) -> None:
         assert got == want, f"{name}: dvc status reports deps {sorted(got)}, dvc.yaml declares {sorted(want)}"
 
 
+@pytest.mark.slow  # ~25 s to build the copy, ~5 s per `dvc status` (2 busy cores)
 def test_dvc_status_is_precise(repo_copy: Path) -> None:
     """One run's entry stales that run (and the stages reading all of `train`), not the other runs; a module no
     stage runs (the CLI) stales nothing."""
