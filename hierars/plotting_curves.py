@@ -43,8 +43,8 @@ def plot_training_curves(curves: Mapping, metrics: Sequence[str] = ("loss", "val
             panel instead of sharing an axis.
         ncols: panels per figure row.
 
-    Each seed is a thin line in the run's colour and the mean over seeds (at the iterations every seed logged) a
-    thick line labelled ``<run> (mean of n seeds)``. Returns the Figure (saved to ``out_path`` when given).
+    Each seed is a thin line in the run's colour (labelled ``seed <k>`` when the panel has one run) and the mean
+    over seeds (at the iterations every seed logged) a thick line labelled ``<run> (mean of n seeds)``. Returns the Figure (saved to ``out_path`` when given).
     """
     import matplotlib.pyplot as plt
 
@@ -63,8 +63,9 @@ def plot_training_curves(curves: Mapping, metrics: Sequence[str] = ("loss", "val
             seeds = sorted(d["seed"].unique()) if "seed" in d else [None]
             for s in seeds:
                 ds = d if s is None else d[d["seed"] == s]
-                if len(seeds) > 1:
-                    ax.plot(ds["iteration"], ds[metric], color=colors[run], lw=0.8, alpha=0.45)
+                if len(seeds) > 1:  # seeds labelled in a one-run figure (<run>_curve.png), not in the report's
+                    ax.plot(ds["iteration"], ds[metric], color=colors[run], lw=0.8, alpha=0.45,
+                            label=f"seed {s}" if len(runs) == 1 else None)
             g = d.groupby("iteration")[metric]
             mean = g.mean()[g.count() == len(seeds)]
             label = f"{run} (mean of {len(seeds)} seeds)" if len(seeds) > 1 else run

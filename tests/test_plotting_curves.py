@@ -33,6 +33,8 @@ def test_each_seed_and_the_mean_are_drawn(tmp_path):
     mean = next(line for line in lines if "mean of 2 seeds" in str(line.get_label()))
     np.testing.assert_allclose(mean.get_ydata(), [4.5, 3.5, 2.5])  # (5 - it/10) + 0.5
     assert mean.get_linewidth() > max(line.get_linewidth() for line in lines if line is not mean)
+    assert sorted(str(line.get_label()) for line in lines if line is not mean) == ["seed 0", "seed 1"]
+    np.testing.assert_allclose(next(ln for ln in lines if ln.get_label() == "seed 1").get_ydata(), [5, 4, 3])
     # val metrics are logged at eval iterations only: NaN rows are dropped, not drawn as gaps
     m = next(line for line in ax_miou.get_lines() if "mean" in str(line.get_label()))
     np.testing.assert_allclose(m.get_xdata(), [20, 30])
