@@ -101,6 +101,17 @@ def test_band_selection_names_and_stats_in_manifest(tif_root, tmp_path):
     assert json.loads((tmp_path / "o2" / "manifest.json").read_text())["datasets"]["folder"]["bands"] == ["blue", "nir"]
 
 
+def test_png_label_with_a_world_file_is_checked_by_its_transform(png_root, tmp_path):
+    with rasterio.open(png_root / "image" / "t_0_1.tif") as im:
+        t = im.transform
+    world = png_root / "label" / "t_0_1_gt.pgw"  # world file: a, d, b, e, x and y of the first pixel's centre
+    world.write_text("\n".join(str(v) for v in (t.a, t.d, t.b, t.e, t.c + t.a / 2, t.f + t.e / 2)) + "\n")
+    prepare(_png(png_root), tmp_path / "ok")  # same grid, no CRS: accepted
+    world.write_text("\n".join(str(v) for v in (t.a, t.d, t.b, t.e, t.c + 1000, t.f)) + "\n")
+    with pytest.raises(ValueError, match=r"transform mismatch: image \S*t_0_1\.tif.*label \S*t_0_1_gt\.png"):
+        prepare(_png(png_root), tmp_path / "bad")
+
+
 def test_non_strict_turns_unknown_values_into_ignore(png_root, tmp_path):
     cfg = _cfg(png_root, labels="label/*.png", label_suffix="_gt.png", mapping={10: "building"})
     prepare(cfg.model_copy(update={"strict": False}), tmp_path / "out")
@@ -157,6 +168,13 @@ def test_block_split_never_shares_a_block_between_train_and_val(tmp_path):
     for v in sp["val"]:  # buffer 1: no train tile in a block next to a val block
         for t in sp["train"]:
             assert max(abs(v.extra["block"][0] - t.extra["block"][0]), abs(v.extra["block"][1] - t.extra["block"][1])) >= 2
+
+
+def test_error_block_split_needs_georeferenced_images(tmp_path):
+    items, headers = _grid_items(tmp_path, 2)
+    headers[1] = headers[1] | {"transform": rasterio.Affine.identity()}
+    with pytest.raises(ValueError, match=r"image \S*t_0_1\.tif has no georeferencing"):
+        split_folder(items, FolderSplit(kind="blocks", block_size=10.0), 0, tmp_path / "g", headers)
 
 
 # ---------------------------------------------------------------------------------------------- errors

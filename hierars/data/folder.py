@@ -124,13 +124,13 @@ def check_pair(it: RasterItem, fc: FolderConfig) -> dict:
                              f"{it.label} is {ls.height}x{ls.width}")  # fmt: skip
         if ls.count != 1:
             raise ValueError(f"label {it.label} has {ls.count} bands; labels must be single-band class values")
-        georef = ls.crs is not None or not ls.transform.is_identity
-        if georef:
-            if ls.crs != hdr["crs"]:
-                raise ValueError(f"CRS mismatch: image {it.image} is {hdr['crs']} but label {it.label} is {ls.crs}")
-            if not ls.transform.almost_equals(hdr["transform"], precision=1e-6 * max(1.0, abs(hdr["transform"].a))):
-                raise ValueError(f"transform mismatch: image {it.image} has {tuple(hdr['transform'])[:6]} but label "
-                                 f"{it.label} has {tuple(ls.transform)[:6]}")  # fmt: skip
+        # what the label declares must agree (a PNG with a world file has a transform but usually no CRS)
+        if ls.crs is not None and ls.crs != hdr["crs"]:
+            raise ValueError(f"CRS mismatch: image {it.image} is {hdr['crs']} but label {it.label} is {ls.crs}")
+        tol = 1e-6 * max(1.0, abs(hdr["transform"].a))
+        if not ls.transform.is_identity and not ls.transform.almost_equals(hdr["transform"], precision=tol):
+            raise ValueError(f"transform mismatch: image {it.image} has {tuple(hdr['transform'])[:6]} but label "
+                             f"{it.label} has {tuple(ls.transform)[:6]}")  # fmt: skip
     return hdr
 
 
@@ -255,6 +255,10 @@ def split_folder(items: Sequence[RasterItem], split: FolderSplit, seed: int,
     elif split.kind == "blocks":
         if headers is None:
             raise ValueError("a block split needs the image headers")
+        for it, hd in zip(items, headers, strict=True):
+            if hd["transform"].is_identity:
+                raise ValueError(f"image {it.image} has no georeferencing (identity transform): a block split needs "
+                                 "map positions; use kind 'random' or 'files'")  # fmt: skip
         blocks = [_block_of(hd, split) for hd in headers]
         uniq = sorted(set(blocks))
         if len(uniq) < 2:
