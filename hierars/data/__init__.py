@@ -5,7 +5,8 @@ The data layer imports the core only (never the project layer, training or plott
 given are used as given. Modules: :mod:`~hierars.data.rasters` (raster IO),
 :mod:`~hierars.data.adapters` (dataset folder layouts), :mod:`~hierars.data.geotiff` (the tiled
 dataset), :mod:`~hierars.data.synthetic` (the generator), :mod:`~hierars.data.config`,
-:mod:`~hierars.data.generate`, :mod:`~hierars.data.prepare` (the prepare stage),
+:mod:`~hierars.data.generate`, :mod:`~hierars.data.prepare` (the prepare stage), :mod:`~hierars.data.folder`
+(its ``folder`` source: any GeoTIFF images with GeoTIFF / PNG / JPEG labels),
 :mod:`~hierars.data.datasets` (reading prepared or raw data), :mod:`~hierars.data.labels`,
 :mod:`~hierars.data.manifest`, :mod:`~hierars.data.stats`, :mod:`~hierars.data.transforms`,
 :mod:`~hierars.data.raster_prediction`, :mod:`~hierars.data.saved_model` (a trained model that predicts on its own).
