@@ -1,0 +1,111 @@
+"""The fidelity study (issue 14, ``notebooks/06_fidelity.ipynb``): learning curves to convergence, the paired
+comparison with the flat model, and the error structure, read from ``reports/fidelity/<profile>/``.
+
+``scripts/learning_curves.py`` writes the data (one training per run and seed; minutes to hours on a CPU), so
+the notebook only reads small committed files:
+
+    reports/fidelity/<profile>/plots/<run>_seed<k>_curve.csv   validation mIoU per level over iterations
+    reports/fidelity/<profile>/errors/<run>_seed<k>.json       final metrics + HierarchicalMetrics.error_structure
+
+Every comparison is paired by seed (:func:`hierars.comparison.paired_by_seed`, 95 % t interval).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from hierars.comparison import paired_by_seed
+
+__all__ = ["load_curves", "load_errors", "final_table", "budget_table", "metric_name"]
+
+_CURVE = re.compile(r"^(?P<run>.+)_seed(?P<seed>\d+)_curve\.csv$")
+
+
+def metric_name(level: int) -> str:
+    """The curve column compared at ``level`` (1-based): JSPS decoding (a flat model's JSPS = its lifted argmax)."""
+    return f"val_mIoU_L{level}_jsps"
+
+
+def load_curves(folder: str | Path, runs: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """``{run: DataFrame}`` of every ``<run>_seed<k>_curve.csv`` under ``folder/plots`` (a ``seed`` column added),
+    in ``runs`` order; runs without any curve are left out.
+
+    Raises:
+        FileNotFoundError: ``folder/plots`` does not exist (the message gives the command that makes it).
+    """
+    plots = Path(folder) / "plots"
+    if not plots.is_dir():
+        raise FileNotFoundError(f"{plots} does not exist: run scripts/learning_curves.py first (see its --help)")
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for path in sorted(plots.glob("*_seed*_curve.csv")):
+        m = _CURVE.match(path.name)
+        if m and m["run"] in runs:
+            df = pd.read_csv(path)
+            df["seed"] = int(m["seed"])
+            frames.setdefault(m["run"], []).append(df)
+    return {run: pd.concat(frames[run], ignore_index=True) for run in runs if run in frames}
+
+
+def load_errors(folder: str | Path, runs: Sequence[str]) -> pd.DataFrame:
+    """One row per (run, seed) from ``folder/errors/*.json`` (empty DataFrame if there is none)."""
+    rows = [json.loads(p.read_text()) for p in sorted((Path(folder) / "errors").glob("*_seed*.json"))]
+    df = pd.DataFrame([r for r in rows if r.get("run") in runs])
+    return df.sort_values(["run", "seed"], key=lambda s: s.map(runs.index) if s.name == "run" else s) \
+        if len(df) else df
+
+
+def _final(df: pd.DataFrame, column: str) -> dict[int, float]:
+    """{seed: value at the seed's last evaluated iteration}."""
+    d = df.dropna(subset=[column]).sort_values("iteration")
+    return {int(s): float(g[column].iloc[-1]) for s, g in d.groupby("seed")}
+
+
+def final_table(curves: dict[str, pd.DataFrame], levels: int, baseline: str = "flat") -> pd.DataFrame:
+    """Final validation mIoU (%) per run and level, ``mean ± half-range (n seeds)``, and each run's paired
+    difference from ``baseline`` per level (``+d [lo, hi] verdict``, percentage points)."""
+    rows = []
+    base = curves.get(baseline)
+    for run, df in curves.items():
+        row: dict[str, object] = {"run": run}
+        for level in range(levels, 0, -1):
+            vals = _final(df, metric_name(level))
+            v = pd.Series(vals, dtype=float)
+            row[f"L{level}"] = (f"{100 * v.mean():.1f} ± {50 * (v.max() - v.min()):.1f} (n={len(v)})"
+                                if len(v) else "—")
+        for level in range(levels, 0, -1):
+            if base is not None and run != baseline:
+                try:
+                    row[f"vs {baseline} L{level}"] = paired_by_seed(
+                        _final(df, metric_name(level)), _final(base, metric_name(level))).format()
+                except ValueError:
+                    row[f"vs {baseline} L{level}"] = "no common seed"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run")
+
+
+def budget_table(curves: dict[str, pd.DataFrame], level: int, baseline: str = "flat") -> pd.DataFrame:
+    """Paired difference from ``baseline`` at ``level`` at every evaluated iteration (rows) for every other run
+    (columns): where, along the budget, the ordering of the methods changes."""
+    base = curves.get(baseline)
+    if base is None:
+        raise ValueError(f"no curves for the baseline {baseline!r}; have {sorted(curves)}")
+    col = metric_name(level)
+    out: dict[str, dict[int, str]] = {}
+    for run, df in curves.items():
+        if run == baseline:
+            continue
+        cells: dict[int, str] = {}
+        for it, g in df.dropna(subset=[col]).groupby("iteration"):
+            b = base[(base["iteration"] == it)].dropna(subset=[col])
+            a_s = dict(zip(g["seed"].astype(int), g[col].astype(float), strict=True))
+            b_s = dict(zip(b["seed"].astype(int), b[col].astype(float), strict=True))
+            if set(a_s) & set(b_s):
+                d = paired_by_seed(a_s, b_s)
+                cells[int(it)] = f"{d.format()} (n={d.n})"
+        out[f"{run} − {baseline}"] = cells
+    return pd.DataFrame(out).rename_axis("iteration")
