@@ -237,10 +237,11 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
                 log.info("iteration %d: %s", step, {k: round(v, 4) for k, v in metrics.items() if k.startswith("mIoU")})
             if row is not None:
                 history.append(row)
-            if stop.received and step < cfg.iterations:
+            if _stop_everywhere(stop.received, info, device) and step < cfg.iterations:
                 checkpoint(step)
                 pbar.close()
-                message = (f"training (seed {cfg.seed}) stopped by {stop.received} at iteration {step}/"
+                message = (f"training (seed {cfg.seed}) stopped by {stop.received or 'a signal to another rank'} "
+                           f"at iteration {step}/"
                            f"{cfg.iterations}; checkpoint written to {work_path}. Run the same command again (dvc "
                            "repro, or fit(..., resume=True) with the same settings) to resume from it.")
                 announce(message)
@@ -261,6 +262,14 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
         atomic_write_json(metrics_path, final)
     distributed.barrier()
     return final
+
+
+def _stop_everywhere(received: str | None, info: DistInfo, device: torch.device) -> bool:
+    """Whether to stop after this step: a signal reached this process, or (under torchrun) any rank."""
+    if not info.enabled:
+        return received is not None
+    flag = torch.tensor(float(received is not None), device=device)
+    return bool(distributed.mean_over_ranks(flag).item() > 0)  # every rank stops at the same step
 
 
 def _train_step(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
