@@ -85,6 +85,8 @@ def test_params_unknown_section_and_paths_key(tmp_path: Path) -> None:
         load_params(f)
     with pytest.raises(SettingsError, match=r"paths\.model: unknown key \(did you mean 'models'"):
         stage_paths({"paths": {"model": "elsewhere"}})
+    with pytest.raises(SettingsError, match=r"train: expected a mapping of settings, got int 5"):
+        resolve_run(5, "flat")  # type: ignore[arg-type]
 
 
 def test_prepare_section_names_nested_keys() -> None:
@@ -95,11 +97,13 @@ def test_prepare_section_names_nested_keys() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip"])
-def test_truncated_or_empty_checkpoint_on_resume(tree: Hierarchy, tmp_path: Path, content: bytes) -> None:
-    (tmp_path / "ckpt.pt").write_bytes(content)
+@pytest.mark.parametrize("cut", [0, 0.5, 0.99])
+def test_truncated_or_empty_checkpoint_on_resume(tree: Hierarchy, tmp_path: Path, cut: float) -> None:
+    fit(_model(tree), HSCLoss(tree), Tiles(tree), None, tree, _cfg(iterations=2), tmp_path)
+    data = (tmp_path / "ckpt.pt").read_bytes()
+    (tmp_path / "ckpt.pt").write_bytes(data[: int(len(data) * cut)])  # what a crash mid-copy would leave
     with pytest.raises(ValueError, match=rf"{tmp_path / 'ckpt.pt'} is not a readable checkpoint"):
-        fit(_model(tree), HSCLoss(tree), Tiles(tree), None, tree, _cfg(), tmp_path)
+        fit(_model(tree), HSCLoss(tree), Tiles(tree), None, tree, _cfg(iterations=2), tmp_path)
 
 
 def test_resume_from_another_tree_or_architecture(tree: Hierarchy, tmp_path: Path, trees_dir: Path) -> None:

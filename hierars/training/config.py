@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hierars.validation import closest, validate
+from hierars.validation import SettingsError, closest, validate
 
 __all__ = ["TrainConfig", "TrainSection", "run_names", "resolve_run"]
 
@@ -106,6 +106,9 @@ def resolve_run(train_section: Mapping[str, Any], run: str | None = None) -> Tra
             (:class:`hierars.validation.SettingsError`: one line per bad key, e.g. ``train.runs.flat.lr: must be
             > 0``, with the closest valid key for a typo).
     """
+    if not isinstance(train_section, Mapping):
+        raise SettingsError(f"train: expected a mapping of settings, got {type(train_section).__name__} "
+                            f"{train_section!r}")
     shared = {k: train_section[k] for k in train_section if k != "runs"}  # other runs' entries are not read
     runs = train_section.get("runs") or {}
     if not isinstance(runs, Mapping):
