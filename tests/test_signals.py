@@ -135,3 +135,29 @@ def test_process_exits_non_zero_with_the_resume_message(tmp_path: Path) -> None:
     assert res.returncode != 0
     assert "stopped by SIGTERM at iteration 3/10" in res.stderr and "to resume" in res.stderr
     assert load_checkpoint(tmp_path / "o" / "ckpt.pt")["iteration"] == 3
+
+
+class RandomTransform(Dataset):
+    """A dataset whose samples change on every read (a random transform using the global RNG)."""
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": torch.rand(2, 4, 4), "mask": torch.zeros(3, 4, 4, dtype=torch.long)}
+
+
+def test_resume_key_and_stale_folders(tree: Hierarchy, tmp_path: Path) -> None:
+    from hierars.training.resume import prune_stale_resume, resume_dir, resume_key
+
+    cfg, ds = _cfg(), RandomTransform()
+    key = resume_key(cfg, tree, ds, None)
+    assert resume_key(cfg, tree, ds, None) == key  # random transforms run under a fixed seed for the digest
+    assert resume_key(cfg.model_copy(update={"seed": 3, "eval_interval": 5, "num_workers": 2}), tree, ds, None) == key
+    assert resume_key(cfg.model_copy(update={"lr": 1e-4}), tree, ds, None) != key  # changed settings: new folder
+    assert resume_key(cfg, Hierarchy.builtin("mm5b"), ds, None) != key
+    assert resume_key(cfg, tree, Blocks(tree), None) != key  # other data
+    old, new = resume_dir(tmp_path, "flat", "0" * 16, 0), resume_dir(tmp_path, "flat", key, 0)
+    old.mkdir(parents=True), new.mkdir(parents=True)
+    assert prune_stale_resume(tmp_path, "flat", key) == [old.parent]
+    assert new.is_dir() and not old.parent.exists()

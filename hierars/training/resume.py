@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from hierars.hierarchy import Hierarchy
 from hierars.training.checkpoint import RESUME_FREE_FIELDS
 from hierars.training.config import TrainConfig
+from hierars.training.sampling import SeededSamples
 
 __all__ = ["RESUME_FOLDER", "resume_key", "resume_dir", "prune_stale_resume", "package_fingerprint"]
 
@@ -54,7 +55,7 @@ def package_fingerprint() -> str:
 
 
 def _sample_digest(ds: Dataset, i: int) -> str:
-    sample = ds[i]
+    sample = SeededSamples(ds, 0)[(0, i)]  # random transforms, if any, under a fixed seed: the same every time
     h = hashlib.sha256()
     for key in ("image", "mask"):
         arr = np.ascontiguousarray(torch.as_tensor(sample[key]).cpu().numpy())
