@@ -228,7 +228,7 @@ def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if src.is_file():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / rel)
-    for p in (PROJ_ROOT / "hierars").rglob("*"):  # untracked package files other sessions are writing count too
+    for p in (PROJ_ROOT / "hierars").rglob("*"):  # untracked package files (work in progress): DVC hashes them too
         rel = p.relative_to(PROJ_ROOT)
         if p.is_file() and "__pycache__" not in rel.parts and not (repo / rel).exists():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
