@@ -51,7 +51,11 @@ def png_root(tmp_path: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------- mapping, PNG
 def test_geotiff_labels_use_the_trees_values_and_become_leaf_indices(tif_root, tmp_path):
-    prepare(_cfg(tif_root), tmp_path / "out")
+    summary = prepare(_cfg(tif_root), tmp_path / "out")
+    raw_all = np.concatenate([_read(f).ravel() for f in (tif_root / "label").glob("*.tif")])
+    counts = summary["class_pixels"]["folder"]  # labelled pixels per leaf and split (the domains figure)
+    for leaf in WHDLD.names[-1]:
+        assert counts["train"][leaf] + counts["val"][leaf] == int((raw_all == LEAVES.index(leaf) + 1).sum())
     for f in sorted((tif_root / "label").glob("*.tif")):
         raw, got = _read(f), _read(tmp_path / "out" / "folder" / "label" / f.name)
         assert 0 in raw and len(np.unique(raw)) >= 4
