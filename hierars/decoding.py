@@ -27,6 +27,15 @@ __all__ = ["MODES", "jsps", "lift_flat", "predict_levels", "probabilities", "dec
 MODES = ("argmax", "jsps", "hssn")
 
 
+def channel_argmax(x: torch.Tensor) -> torch.Tensor:
+    """``x.argmax(1)`` for B×C×H×W (same result, ties and NaN included), computed along a contiguous last dimension.
+
+    PyTorch's CPU argmax over the strided channel dimension is several times slower than over the innermost one
+    (2.0 s vs 0.5 s for 4×2016² on one thread here), and sliding-window prediction decodes every pixel of a scene.
+    """
+    return x.movedim(1, -1).contiguous().argmax(-1)
+
+
 def lift_flat(fine: torch.Tensor | Sequence[torch.Tensor], hierarchy: Hierarchy) -> torch.Tensor:
     """Flat baseline lifting: finest-level prediction → labels at every level by the tree.
 
@@ -46,7 +55,7 @@ def lift_flat(fine: torch.Tensor | Sequence[torch.Tensor], hierarchy: Hierarchy)
             raise ValueError(
                 f"finest logits must be B×{hierarchy.num_classes[-1]}×H×W, got shape {tuple(fine.shape)}"
             )
-        fine = fine.argmax(1)
+        fine = channel_argmax(fine)
     elif fine.ndim != 3:
         raise ValueError(f"finest labels must be B×H×W, got shape {tuple(fine.shape)}")
     return torch.stack([hierarchy.lift(fine, level) for level in range(hierarchy.num_levels)], dim=1)
@@ -92,7 +101,7 @@ def _hssn_select(probs: list[torch.Tensor], hierarchy: Hierarchy) -> torch.Tenso
     """HSSN's rule on jointly-softmaxed probabilities: argmax_P Σ_l q^l[p_l] (a sum of probabilities)."""
     paths = hierarchy.paths.to(probs[0].device)
     score = sum(q.index_select(1, paths[:, level]) for level, q in enumerate(probs))
-    return paths[score.argmax(1)].permute(0, 3, 1, 2).contiguous()
+    return paths[channel_argmax(score)].permute(0, 3, 1, 2).contiguous()
 
 
 def probabilities(logits: list[torch.Tensor], mode: str) -> list[torch.Tensor]:
@@ -108,7 +117,7 @@ def decode_probabilities(probs: list[torch.Tensor], hierarchy: Hierarchy, mode: 
     if len(probs) == 1:
         return lift_flat(probs[0], hierarchy)
     if mode == "argmax":
-        return torch.stack([q.argmax(1) for q in probs], dim=1)
+        return torch.stack([channel_argmax(q) for q in probs], dim=1)
     if mode == "hssn":
         return _hssn_select(probs, hierarchy)
     # log-probabilities are valid logits: log_softmax(log p) == log p when Σ p = 1
@@ -142,7 +151,7 @@ def predict_levels(
     if len(logits) == 1:
         return lift_flat(logits[0], hierarchy)
     if mode == "argmax":
-        return torch.stack([z.argmax(1) for z in logits], dim=1)
+        return torch.stack([channel_argmax(z) for z in logits], dim=1)
     if mode == "jsps":
         return jsps(logits, hierarchy)
     return _hssn_select(probabilities(logits, "hssn"), hierarchy)

@@ -1,8 +1,8 @@
 """Sliding-window prediction on arrays: overlapping windows, blended probabilities, per-level labels.
 
-:class:`SlidingWindowPredictor` covers an image of any size with ``window`` x ``window`` tiles at stride
-``window - overlap`` (the last tile in each direction is aligned to the edge; images smaller than the window
-are padded by edge replication), runs the model on batches of tiles, turns the logits into per-level
+:class:`SlidingWindowPredictor` covers an image of any size with ``window`` x ``window`` tiles at steps of at
+most ``window - overlap``, spread evenly from edge to edge (images smaller than the window are padded by edge
+replication), runs the model on batches of tiles, turns the logits into per-level
 probabilities (softmax per level; HSSN's joint softmax for ``mode="hssn"``) and blends overlapping tiles with
 a weight that ramps linearly over the overlap. The image is split at every tile edge into cells; a cell is
 decoded (:func:`hierars.decoding.decode_probabilities`) and handed out as soon as the last tile covering it
@@ -39,10 +39,16 @@ ReadFn = Callable[[int, int, int, int], tuple[np.ndarray, "np.ndarray | None"]]
 
 
 def _starts(size: int, win: int, stride: int) -> list[int]:
-    starts = list(range(0, max(size - win, 0) + 1, stride))
-    if starts[-1] + win < size:
-        starts.append(size - win)
-    return starts
+    """Window starts covering [0, size): the fewest windows whose steps are <= ``stride``, spread evenly.
+
+    Even steps (rather than ``stride`` steps and a last window pushed back to the edge) keep every overlap close to
+    ``win - stride``: an edge-aligned last window can overlap its neighbour by almost a window, and that whole strip
+    across the scene would wait in the blending buffers for the last row of windows.
+    """
+    if size <= win:
+        return [0]
+    n = -(-(size - win) // stride) + 1
+    return [round(k * (size - win) / (n - 1)) for k in range(n)]
 
 
 def _ramp(n: int, overlap: int) -> np.ndarray:
@@ -159,8 +165,11 @@ class SlidingWindowPredictor:
             r0, c0 = tile
             touched = cells_of(r0, c0)
             for i, j in touched:  # accumulate this tile's weighted probabilities
-                (rlo, rhi, _), (clo, chi, _) = row_segs[i], col_segs[j]
+                (rlo, rhi, rn), (clo, chi, cn) = row_segs[i], col_segs[j]
                 sl = (slice(rlo - r0, rhi - r0), slice(clo - c0, chi - c0))
+                if rn * cn == 1:  # only this tile covers the cell: nothing to blend, no copy
+                    cells[(i, j)] = [probs[(slice(None), *sl)], None, None if invalid is None else invalid[sl], 1]
+                    continue
                 wgt = weight[sl]
                 cell = cells.get((i, j))
                 if cell is None:
@@ -170,14 +179,16 @@ class SlidingWindowPredictor:
                     cell[0] += probs[(slice(None), *sl)] * wgt
                     cell[1] += wgt
                     cell[3] += 1
-            self.peak_buffer_pixels = max(self.peak_buffer_pixels, sum(c[1].size for c in cells.values()))
+            self.peak_buffer_pixels = max(self.peak_buffer_pixels, sum(c[0][0].size for c in cells.values()))
             split = [probs.shape[0]] if probs.shape[0] == h_.num_classes[-1] else list(h_.num_classes)
             for i, j in touched:  # finalise the cells no later tile covers
                 (rlo, rhi, rn), (clo, chi, cn) = row_segs[i], col_segs[j]
                 prob_sum, weight_sum, inv, count = cells[(i, j)]
                 if count < rn * cn:
                     continue
-                blended = torch.from_numpy(prob_sum / weight_sum)[None]
+                if weight_sum is not None:
+                    prob_sum /= weight_sum  # the cell's own buffer: normalise in place
+                blended = torch.from_numpy(prob_sum)[None]
                 labels = decode_probabilities(list(torch.split(blended, split, 1)), h_, self.mode)[0].numpy()
                 if inv is not None:
                     labels[:, inv] = h_.ignore_index
