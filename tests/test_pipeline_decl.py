@@ -371,3 +371,29 @@ def test_dvc_status_is_precise(repo_copy: Path) -> None:
         assert set(_changed(repo_copy)) == set(), "editing hierars/project/cli.py (run by no stage) stales stages"
     finally:
         cli.write_bytes(saved)
+
+
+# --- the read tracker itself (fast) -------------------------------------------------------------------------------
+
+def test_tracker_records_leaves_missing_keys_and_only_the_run_used(tmp_path, monkeypatch) -> None:
+    from hierars.project import load_params, params
+    from hierars.training import resolve_run
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"seed": 1, "train": {"lr": 0.001, "iterations": 5,
+                                                         "runs": {"a": {"head": "flat", "loss": "ce"},
+                                                                  "b": {"head": "hssn", "loss": "hssn"}}}}))
+    monkeypatch.setattr(params, "_READS", set())
+    monkeypatch.delenv(params.TRACK_ENV, raising=False)
+    assert type(load_params(path)) is dict  # off by default: a plain dict
+    monkeypatch.setenv(params.TRACK_ENV, "1")
+    p = load_params(path)
+    cfg = resolve_run(p["train"], "a")
+    assert cfg.head == "flat" and cfg.lr == 0.001
+    p.get("retrieval")  # a missing key asked for counts: adding it would change what the stage does
+    reads = set(params.params_read())
+    assert {"train.lr", "train.iterations", "train.runs.a.head", "train.runs.a.loss", "retrieval"} <= reads
+    assert not any(r.startswith("train.runs.b") for r in reads), reads
+    assert "seed" not in reads  # never asked for
+    p["train"]["runs"]["a"]["lr"] = 0.5  # the tracked mapping writes through
+    assert resolve_run(p["train"], "a").lr == 0.5
