@@ -134,12 +134,13 @@ MEANINGS: dict[str, str] = {
 def section_models() -> dict[str, type[BaseModel]]:
     """``params.yaml`` section -> the pydantic model that validates it (the stages' own models)."""
     from hierars.data import PrepareConfig
+    from hierars.project.fidelity import FidelitySection
     from hierars.project.retrieval_stage import RetrievalStageConfig
     from hierars.project.transfer_stage import TransferSection
     from hierars.training import TrainSection
 
     return {"prepare": PrepareConfig, "train": TrainSection, "transfer": TransferSection,
-            "retrieval": RetrievalStageConfig}
+            "retrieval": RetrievalStageConfig, "fidelity": FidelitySection}
 
 
 def _strip_optional(tp: Any) -> Any:

@@ -18,10 +18,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from hierars.comparison import paired_by_seed
 
-__all__ = ["load_curves", "load_errors", "final_table", "budget_table", "metric_name"]
+__all__ = ["FidelitySection", "load_curves", "load_errors", "final_table", "budget_table", "metric_name"]
+
+
+class FidelitySection(BaseModel):
+    """The ``fidelity`` section of ``params.yaml`` (notebook 06 reads the study; it trains nothing)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folder: str = Field("reports/fidelity", description="where scripts/learning_curves.py wrote the study (from "
+                        "the repository root; committed, so the notebook runs on a fresh clone)")
+    profile: str = Field("default", description="study to show: a sub-folder of `folder` "
+                         "(scripts/learning_curves.py --profile)")
+    runs: list[str] = Field(["flat", "bhccm_hsc", "hssn"], min_length=1, description="runs to compare")
+    baseline: str = Field("flat", description="run the others are compared with (paired by seed)")
 
 _CURVE = re.compile(r"^(?P<run>.+)_seed(?P<seed>\d+)_curve\.csv$")
 

@@ -29,7 +29,7 @@ __all__ = ["PROJ_ROOT", "resolve_path", "deep_merge", "load_params", "stage_path
 TRACK_ENV = "HIERARS_TRACK_READS"
 
 #: top-level keys of ``params.yaml`` (each stage validates its own section); anything else is a typo
-SECTIONS = frozenset({"seed", "paths", "prepare", "train", "transfer", "retrieval"})
+SECTIONS = frozenset({"seed", "paths", "prepare", "train", "transfer", "retrieval", "fidelity"})
 
 _READS: set[str] = set()
 _FILES: set[str] = set()
