@@ -14,9 +14,9 @@ from folder_data import LEAVES, PNG_VALUES, make_folder
 from pydantic import ValidationError
 from rasterio.transform import from_origin
 
-from hierars.data import PrepareConfig, build_dataset, prepare, write_geotiff
+from hierars.data import PrepareConfig, band_stats, build_dataset, prepare, write_geotiff
 from hierars.data.config import FolderConfig, FolderSplit
-from hierars.data.folder import folder_pairs, split_folder
+from hierars.data.folder import check_pair, convert_label, folder_pairs, label_lookup, split_folder
 from hierars.data.rasters import RasterItem
 from hierars.hierarchy import Hierarchy
 
@@ -79,6 +79,26 @@ def test_png_labels_with_value_mapping_train_ready(png_root, tmp_path):
     s = ds[0]
     assert s["mask"].shape == (2, 32, 32) and ds.hierarchy.names == WHDLD.names
     assert set(s["mask"][-1].unique().tolist()) <= set(range(6)) | {255}
+
+
+def test_label_conversion_in_row_strips_equals_one_pass(png_root, tmp_path):
+    fc = _png(png_root).folder
+    it = folder_pairs(png_root, fc)[0]
+    lut, ignore = label_lookup(WHDLD, fc)
+    hdr = check_pair(it, fc)
+    one = convert_label(it, hdr, lut, ignore, tmp_path / "one.tif", {}, rows=4096)
+    strips = convert_label(it, hdr, lut, ignore, tmp_path / "strips.tif", {}, rows=7)  # 32 rows: 5 strips
+    assert np.array_equal(_read(one), _read(strips)) and (_read(one) != 255).any()
+
+
+def test_band_stats_in_row_strips_and_params_nodata(tif_root):
+    items = folder_pairs(tif_root, FolderConfig(ignore=[0]))
+    one, strips = band_stats(items), band_stats(items, max_values=4 * 32 * 5)  # 5-row strips
+    for k in ("mean", "std", "min", "max", "pixels"):
+        assert np.allclose(one[k], strips[k], rtol=1e-12), k
+    low = min(one["min"][3], one["min"][2])  # a value bands 4 or 3 hold
+    masked = band_stats(items, nodata=low, indexes=[4, 3])  # images declare no nodata: the params value applies
+    assert masked["pixels"] < one["pixels"] and len(masked["mean"]) == 2
 
 
 def test_mapping_by_leaf_name_equals_mapping_by_index(png_root, tmp_path):

@@ -29,16 +29,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import yaml
 from rasterio.errors import RasterioError
+from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from hierars.atomic import atomic_write_text
+from hierars.atomic import atomic_path, atomic_write_text
 from hierars.data.config import FolderConfig, FolderSplit
-from hierars.data.rasters import RasterItem, open_raster, write_geotiff
+from hierars.data.rasters import RasterItem, open_raster
 from hierars.hierarchy import Hierarchy
 
-__all__ = ["folder_pairs", "check_pair", "label_lookup", "convert_label", "split_folder", "prepare_folder"]
+__all__ = ["folder_pairs", "check_pair", "label_lookup", "convert_label", "split_folder", "prepare_folder",
+           "prepared_tree"]
 
 IGNORE = 255  # ignore value of the prepared label rasters (uint8)
 _WILD = set("*?[")
@@ -159,41 +162,53 @@ def label_lookup(h: Hierarchy, fc: FolderConfig) -> tuple[dict[int, int], set[in
     return lut, ignore - set(lut)
 
 
-def convert_label(it: RasterItem, hdr: Mapping, lut: Mapping[int, int], ignore: set[int], out_path: Path,
-                  colormap: Mapping[int, tuple], strict: bool = True) -> np.ndarray:  # fmt: skip
-    """Write ``it.label`` as leaf indices (uint8 H x W, 255 = ignore) on the image's grid; returns the leaf
-    pixel counts (int64, length = max leaf index + 1 of ``lut``). Values neither in ``lut`` nor ignored are
-    an error naming the file (``strict``) or become ignore."""
-    with _open(it.label, "label") as ls:
-        try:
-            raw = ls.read(1)
-        except RasterioError as e:
-            raise ValueError(f"label {it.label}: cannot read its pixels (truncated or corrupt?): {e}") from None
-        nodata = ls.nodata
+def _strip_codes(raw: np.ndarray, nodata, lut: Mapping[int, int], ignore: set[int], where: Path,
+                 bad: set) -> np.ndarray:  # fmt: skip
+    """Raw label values (any shape) -> leaf indices (uint8, 255 = ignore); values neither mapped nor ignored are
+    added to ``bad`` and become 255."""
     if np.issubdtype(raw.dtype, np.floating):
         finite = np.isfinite(raw)
         if not np.all(raw[finite] == np.round(raw[finite])):
-            raise ValueError(f"label {it.label}: non-integer label values (dtype {raw.dtype})")
+            raise ValueError(f"label {where}: non-integer label values (dtype {raw.dtype})")
     vals, inv = np.unique(raw, return_inverse=True)
-    codes = np.full(len(vals), -1, np.int64)
-    for i, v in enumerate(vals):
+    codes = np.full(len(vals), IGNORE, np.uint8)
+    for i, v in enumerate(vals.tolist()):
         if nodata is not None and (v == nodata or (np.isnan(nodata) and np.isnan(v))):
-            codes[i] = IGNORE
-        elif np.isfinite(v) and int(v) in lut:
+            continue
+        if np.isfinite(v) and int(v) in lut:
             codes[i] = lut[int(v)]
-        elif np.isfinite(v) and int(v) in ignore:
-            codes[i] = IGNORE
-    bad = vals[codes < 0]
-    if len(bad) and strict:
-        shown = [v.item() for v in bad[:10]]
-        raise ValueError(f"label {it.label}: values {shown}{' ...' if len(bad) > 10 else ''} are neither mapped to "
-                         "a leaf of the tree nor ignored (prepare.folder.mapping / ignore, or the tree's "
-                         "label_values)")  # fmt: skip
-    codes[codes < 0] = IGNORE
-    out = codes[inv.reshape(raw.shape)].astype(np.uint8)
-    write_geotiff(out_path, out, hdr["transform"], hdr["crs"], nodata=IGNORE, colormap=colormap)
-    n = max(lut.values()) + 1
-    return np.bincount(out[out != IGNORE].ravel(), minlength=n)[:n].astype(np.int64)
+        elif not (np.isfinite(v) and int(v) in ignore):
+            bad.add(v)
+    return codes[inv.reshape(raw.shape)]
+
+
+def convert_label(it: RasterItem, hdr: Mapping, lut: Mapping[int, int], ignore: set[int], out_path: Path,
+                  colormap: Mapping[int, tuple], strict: bool = True, rows: int = 512) -> Path:  # fmt: skip
+    """Write ``it.label`` as leaf indices (uint8 H x W, 255 = ignore) on the image's grid (``hdr``: CRS and
+    transform), ``rows`` rows at a time (memory is bounded for large scenes). Values neither in ``lut`` nor
+    ignored are an error naming the file and the values (``strict``; no file is written) or become ignore."""
+    h, w = hdr["height"], hdr["width"]
+    profile = {"driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "uint8", "crs": hdr["crs"],
+               "transform": hdr["transform"], "compress": "deflate", "predictor": 2, "nodata": IGNORE}  # fmt: skip
+    if h >= 128 and w >= 128:
+        profile |= {"tiled": True, "blockxsize": 128, "blockysize": 128}
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    bad: set = set()
+    with _open(it.label, "label") as ls, atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        for r0 in range(0, h, rows):
+            win = Window(0, r0, w, min(rows, h - r0))
+            try:
+                raw = ls.read(1, window=win)
+            except RasterioError as e:
+                raise ValueError(f"label {it.label}: cannot read its pixels (truncated or corrupt?): {e}") from None
+            dst.write(_strip_codes(raw, ls.nodata, lut, ignore, it.label, bad), 1, window=win)
+        dst.write_colormap(1, dict(colormap))
+        if bad and strict:
+            shown = sorted(bad)[:10]
+            raise ValueError(f"label {it.label}: values {shown}{' ...' if len(bad) > 10 else ''} are neither mapped "
+                             "to a leaf of the tree nor ignored (prepare.folder.mapping / ignore, or the tree's "
+                             "label_values)")  # fmt: skip
+    return Path(out_path)
 
 
 def _read_through(it: RasterItem, fc: FolderConfig, nodata: float | None) -> None:
