@@ -1,0 +1,38 @@
+"""The benchmark suite's smoke run: ``benchmarks/run.py --quick`` writes every section and prints the table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
+                         capture_output=True, text=True, timeout=900,
+                         env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert {"meta", "bhccm_vs_flat", "jsps", "translu", "retrieval", "sliding_window", "data_loading",
+            "table"} <= set(report)
+    assert report["meta"]["quick"] is True
+    fpn = report["bhccm_vs_flat"]["fpn64_convnext_atto_10x128"]
+    # BHCCM adds 13C + 1,711 parameters over the flat head for mm5b (C = 64 here): a ratio just above 1
+    assert fpn["params"]["bhccm_hsc"] - fpn["params"]["flat_ce"] == 13 * 64 + 1711
+    assert fpn["flops_ratio"] > 1.0 and fpn["step_ratio"] > 0
+    assert 0 < report["jsps"]["jsps_over_forward"] < 1
+    assert list(report["retrieval"]["two_stage_query"]) == ["1000", "10000"]
+    for v in report["sliding_window"]["by_window"].values():
+        assert v["megapixels_per_s"] > 0 and 0 < v["forward_share"] <= 1.5 and v["peak_rss_mb"] > 0
+    assert report["data_loading"]["load_over_step"] > 0
+    # the printed table has one row per figure of the JSON's table
+    rows = [line for line in res.stdout.splitlines() if line.startswith("| ") and "figure" not in line]
+    assert len(rows) == len(report["table"]) >= 12
