@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -44,6 +45,13 @@ def test_table_x_variants_train_aggregate_resume_and_reload(tmp_path):
     again = run_transfer_table("crop", source, tgt_tree, "mm5b_to_crop10m", cfg, train_ds, val_ds,
                                variants=["translu"], **kw)
     assert again["translu"]["per_seed"] == res["translu"]["per_seed"]
+    # resume checkpoints live outside the stage's DVC output, so deleting it (as dvc repro does) loses nothing
+    assert (tmp_path / "models" / ".resume" / "transfer_crop" / "translu").is_dir()
+    assert not (tmp_path / "models" / "transfer_crop" / ".resume").exists()
+    shutil.rmtree(tmp_path / "models" / "transfer_crop")
+    after_delete = run_transfer_table("crop", source, tgt_tree, "mm5b_to_crop10m", cfg, train_ds, val_ds,
+                                      variants=["translu"], **kw)
+    assert after_delete["translu"]["per_seed"] == res["translu"]["per_seed"]
     model = load_transfer_model(res["translu"]["ckpts"][0], "translu", source, tgt_tree, "mm5b_to_crop10m", 4)
     assert isinstance(model, TransLU) and model.cdks is not None and model.gate is not None
     with pytest.raises(TransferError, match="every Table X variant must share the architecture"):

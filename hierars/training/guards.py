@@ -79,6 +79,7 @@ def link_or_remove(final: Path, work: Path) -> None:
     """Make ``work`` a hard link to ``final`` (the finished checkpoint, no extra space), else delete ``work``."""
     tmp = work.with_name(f".{work.name}.link")
     try:
+        work.parent.mkdir(parents=True, exist_ok=True)  # no periodic checkpoint may have made it yet
         tmp.unlink(missing_ok=True)
         os.link(final, tmp)
         os.replace(tmp, work)

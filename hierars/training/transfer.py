@@ -31,6 +31,7 @@ from hierars.hierarchy import Hierarchy
 from hierars.training.checkpoint import load_checkpoint
 from hierars.training.config import TrainConfig
 from hierars.training.optim import build_loss
+from hierars.training.resume import RESUME_FOLDER
 from hierars.training.runs import build_run_model, train_run
 from hierars.transfer import (
     CrossDomainMapping,
@@ -88,8 +89,11 @@ def train_transfer_variant(experiment: str, variant: str, source_model: nn.Modul
     def build(seed_cfg: TrainConfig, in_channels: int) -> tuple[nn.Module, nn.Module]:
         return build_transfer_variant(variant, source_model, target_hierarchy, mapping, seed_cfg, in_channels)
 
+    # periodic checkpoints outside the DVC output models/transfer_<experiment> (which DVC deletes before the
+    # stage runs), so an interrupted transfer stage resumes: models/.resume/transfer_<experiment>/<variant>/...
     res = train_run(variant, cfg, target_hierarchy, train_ds, val_ds, models_dir=Path(models_dir) / f"transfer_{experiment}",
-                    reports_dir=reports_dir, resume=resume, build=build, report_name=f"transfer_{experiment}_{variant}")
+                    reports_dir=reports_dir, resume=resume, build=build, report_name=f"transfer_{experiment}_{variant}",
+                    resume_root=Path(models_dir) / RESUME_FOLDER / f"transfer_{experiment}")
     return {"experiment": experiment, "variant": variant, "per_seed": res["per_seed"], "aggregate": res["aggregate"],
             "ckpts": res["ckpts"]}
 
