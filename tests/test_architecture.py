@@ -17,6 +17,7 @@ ROOT = PKG.parent
 
 #: layer rank by module prefix (longest prefix wins); a module may import its own rank or lower ones
 LAYERS = {"hierars": 0, "hierars.data": 1, "hierars.training": 2, "hierars.plotting": 3, "hierars.plotting_curves": 3,
+          "hierars.plotting_paper": 3, "hierars.plotting_figures": 3,
           "hierars.project": 4}
 NAMES = {0: "core", 1: "data", 2: "training", 3: "plotting", 4: "project"}
 #: the one upward import allowed: the package root's PEP 562 ``__getattr__`` resolves ``hierars.load_model`` from
