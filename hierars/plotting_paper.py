@@ -141,7 +141,11 @@ def level_tables(runs: Mapping[str, Mapping[str, Any]], models_dir: str | Path |
                     if runs[run]["config"].head == "hssn" and not mine:
                         mine = _per_seed(Path(models_dir), run, f"mIoU_L{lvl}_jsps")
                     base = _per_seed(Path(models_dir), baseline, f"mIoU_L{lvl}")
-                    col.append(paired_by_seed(mine, base).format() if set(mine) & set(base) else "no paired seeds")
+                    if not set(mine) & set(base):
+                        col.append("no paired seeds")
+                        continue
+                    diff = paired_by_seed(mine, base)
+                    col.append(diff.format() if diff.n >= 2 else f"{100 * diff.mean:+.1f} (1 paired seed: no interval)")
                 df[f"vs {baseline}, L{lvl}"] = col
         note = seeds_note(list(df["seeds"])) if len(df) else ""
         notes = [note] + (["differences: paired by seed, mean [95 % t interval] in mIoU points; an interval "
@@ -230,7 +234,8 @@ def transfer_table(reports_dir: str | Path, experiment: str, baseline: str = "fi
             d = [m.get(f"{v}_vs_{baseline}_L{lvl}{s}", float("nan")) for s in ("", "_lo", "_hi")]
             row[f"vs_{baseline}_L{lvl}"], row[f"vs_{baseline}_L{lvl}_lo"], row[f"vs_{baseline}_L{lvl}_hi"] = d
         d = [100 * row[f"vs_{baseline}_L{levels[0]}{s}"] for s in ("", "_lo", "_hi")]
-        srow[f"vs {baseline}, L{levels[0]}"] = "—" if not np.isfinite(d[0]) else f"{d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}]"
+        srow[f"vs {baseline}, L{levels[0]}"] = ("—" if not np.isfinite(d[0]) else f"{d[0]:+.1f} (no interval)"
+                                                if not np.isfinite(d[1]) else f"{d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}]")
         srow["seeds"] = "—" if not np.isfinite(seeds) else str(int(seeds))
         row["source"] = f"metrics/transfer_{experiment}.json"
         rows[v], shown[v] = row, srow

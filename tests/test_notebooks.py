@@ -105,6 +105,19 @@ def _check_outputs(nb: Path, pipeline: dict, run: str | None) -> None:
         assert (reports / "retrieval" / "retrieval.csv").is_file()
         assert (reports / "figures" / "retrieval_gallery.png").is_file()
         assert {p.name for p in (models / "retrieval").iterdir()} >= {"segmenter", "tkanet.pt", "index.npz"}
+    if nb.stem == "07_figures":
+        import pandas as pd
+
+        paper = reports / "paper"
+        main = pd.read_csv(paper / "main.csv")
+        assert {"flat", "bhccm_hsc", "hssn"} <= {s.split("/")[-1][:-5] for s in main["source"]}, main
+        assert main["L1"].between(0, 1).all() and "Source:" in (paper / "main.md").read_text()
+        for exp in pipeline["params"]["transfer"]["run"]:
+            assert "mIoU (%)" in (paper / f"transfer_{exp}.md").read_text()
+        assert (paper / "retrieval_tableIV.csv").is_file() and (paper / "complexity.csv").is_file()
+        for fig in ("fig_main", "fig_transfer", "fig_retrieval", "fig_predictions"):
+            assert (paper / f"{fig}.png").stat().st_size > 10_000, fig
+        assert "fig_predictions.png" in (paper / "README.md").read_text()
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

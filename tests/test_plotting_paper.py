@@ -210,3 +210,11 @@ def test_prediction_comparison_and_diverse_indices(tmp_path):
     assert len([c for ax in fig.axes for c in ax.collections]) >= 1  # the invalid pixels of "b" are outlined
     with pytest.raises(ValueError, match="at least one sample"):
         plot_prediction_comparison([], h)
+
+
+def test_one_paired_seed_reports_no_interval(runs, tmp_path):
+    (tmp_path / "models" / "bhccm_hsc" / "seed1" / "metrics.json").unlink()
+    main = level_tables(runs, tmp_path / "models")["main"].data
+    cell = main.loc[[i for i in main.index if "[bhccm_hsc]" in i][0], "vs flat, L3"]
+    assert cell == "+6.0 (1 paired seed: no interval)"  # seed 0 only: 0.36 - 0.30
+    assert not any("nan" in c for col in ("vs flat, L3", "vs flat, L2", "vs flat, L1") for c in main[col])
