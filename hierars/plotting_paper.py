@@ -195,10 +195,16 @@ def complexity_table(configs: Mapping[str, Any], hierarchy, in_channels: int, si
                         "train step (s)": format_pm(row["step_s"], row["step_s_hr"], scale=1.0),
                         "seeds": "—" if not np.isfinite(row["seeds"]) else str(int(row["seeds"]))}
     df = pd.DataFrame.from_dict(rows, orient="index")
+    flat = [i for i, cfg in zip(df.index, configs.values(), strict=True) if cfg.head == "flat"]
+    shown_df = pd.DataFrame.from_dict(shown, orient="index")
+    if flat:  # the overhead of each head over the flat one, as the paper reports it
+        big = f"GFLOPs_{max(sizes)}px"
+        shown_df["params vs flat"] = [f"{100 * (v / df.loc[flat[0], 'params_M'] - 1):+.2f} %" for v in df["params_M"]]
+        shown_df[f"FLOPs vs flat @ {max(sizes)}²"] = [f"{100 * (v / df.loc[flat[0], big] - 1):+.2f} %" for v in df[big]]
     df["source"] = ["computed from train settings" + (f"; step time: metrics/{row_run(i)}.json" if metrics else "")
                     for i in df.index]
     return PaperTable("complexity", "Table VIII (HieraRS): complexity of BHCCM vs the flat head (and HSSN)", df,
-                      pd.DataFrame.from_dict(shown, orient="index"),
+                      shown_df,
                       f"parameters and FLOPs computed from the `train` settings ({in_channels} bands, untrained "
                       "weights, torch.utils.flop_counter, 2 FLOPs per multiply-add); step time = the train "
                       "stage's measured seconds per iteration on this machine (shared cores: pessimistic, noisy)",

@@ -218,3 +218,12 @@ def test_one_paired_seed_reports_no_interval(runs, tmp_path):
     cell = main.loc[[i for i in main.index if "[bhccm_hsc]" in i][0], "vs flat, L3"]
     assert cell == "+6.0 (1 paired seed: no interval)"  # seed 0 only: 0.36 - 0.30
     assert not any("nan" in c for col in ("vs flat, L3", "vs flat, L2", "vs flat, L1") for c in main[col])
+
+
+def test_complexity_overhead_over_flat(runs):
+    torch.set_num_threads(1)
+    t = complexity_table({r: runs[r]["config"] for r in ("flat", "bhccm_hsc")}, Hierarchy.builtin("mm5b"), 4,
+                         sizes=(64,))
+    overhead = dict(zip(t.shown.index, t.shown["params vs flat"], strict=True))
+    assert overhead[[i for i in overhead if "[flat]" in i][0]] == "+0.00 %"
+    assert overhead[[i for i in overhead if "[bhccm_hsc]" in i][0]].startswith("+0.")  # a small head: < 1 %
