@@ -30,8 +30,10 @@ def test_bench_quick_writes_every_section(tmp_path: Path) -> None:
     assert fpn["flops_ratio"] > 1.0 and fpn["step_ratio"] > 0
     assert 0 < report["jsps"]["jsps_over_forward"] < 1
     assert list(report["retrieval"]["two_stage_query"]) == ["1000", "10000"]
-    for v in report["sliding_window"]["by_window"].values():
-        assert v["megapixels_per_s"] > 0 and 0 < v["forward_share"] <= 1.5 and v["peak_rss_mb"] > 0
+    sw = report["sliding_window"]["by_window"]  # 256² image, windows 64 and 128 with overlap window // 8
+    assert {w: v["windows"] for w, v in sw.items()} == {"64": 25, "128": 9}
+    for v in sw.values():  # timings of one quick round on a shared machine: only their sign is stable
+        assert v["megapixels_per_s"] > 0 and v["forward_share"] > 0 and v["peak_rss_mb"] > 0
     assert report["data_loading"]["load_over_step"] > 0
     # the printed table has one row per figure of the JSON's table
     rows = [line for line in res.stdout.splitlines() if line.startswith("| ") and "figure" not in line]
