@@ -25,8 +25,8 @@ from hierars.atomic import atomic_write_text
 from hierars.comparison import paired_by_seed
 from hierars.plotting import format_pm, paper_tables
 
-__all__ = ["PaperTable", "row_run", "seeds_note", "save_paper_table", "level_tables", "complexity_table", "transfer_table",
-           "retrieval_tables"]
+__all__ = ["PaperTable", "row_run", "seeds_note", "save_paper_table", "level_tables", "complexity_table",
+           "bench_table", "transfer_table", "retrieval_tables"]
 
 #: font sizes of the paper figures (points): readable when a figure is printed at column width
 MIN_SEEDS = 3
@@ -209,6 +209,37 @@ def complexity_table(configs: Mapping[str, Any], hierarchy, in_channels: int, si
                       "weights, torch.utils.flop_counter, 2 FLOPs per multiply-add); step time = the train "
                       "stage's measured seconds per iteration on this machine (shared cores: pessimistic, noisy)",
                       [seeds_note(list(df["seeds"]), "step times")])
+
+
+def bench_table(path: str | Path) -> PaperTable:
+    """Table VIII as measured side by side by ``benchmarks/run.py`` (``reports/bench.json``, section
+    ``bhccm_vs_flat``): per setting, parameters, forward GFLOPs and median training-step time of flat + CE and
+    BHCCM + HSC, and their ratios (interleaved steps, same inputs and threads: the ratio is the robust number).
+
+    Raises:
+        ValueError: the file has no ``bhccm_vs_flat`` section.
+    """
+    data = json.loads(Path(path).read_text())
+    section = data.get("bhccm_vs_flat")
+    if not isinstance(section, dict) or not section:
+        raise ValueError(f"{path}: no `bhccm_vs_flat` section (run benchmarks/run.py)")
+    rows, shown = {}, {}
+    for name, r in section.items():
+        g, st = r["forward_gflops_per_image"], r["step_s"]
+        rows[name] = {"size": r["size"], "batch": r["batch"], "params_flat": r["params"]["flat_ce"],
+                      "params_bhccm": r["params"]["bhccm_hsc"], "GFLOPs_flat": g["flat"], "GFLOPs_bhccm": g["bhccm"],
+                      "step_s_flat": st["flat_ce"], "step_s_bhccm": st["bhccm_hsc"], "params_ratio": r["params_ratio"],
+                      "flops_ratio": r["flops_ratio"], "step_ratio": r["step_ratio"], "source": Path(path).name}
+        shown[name] = {"input": f"{r['size']}² px, batch {r['batch']}",
+                       "params (M) flat / BHCCM": f"{r['params']['flat_ce'] / 1e6:.3f} / {r['params']['bhccm_hsc'] / 1e6:.3f}",
+                       "GFLOPs / image flat / BHCCM": f"{g['flat']:.3f} / {g['bhccm']:.3f}",
+                       "step (s) flat / BHCCM": f"{st['flat_ce']:.3f} / {st['bhccm_hsc']:.3f}",
+                       "BHCCM / flat: params, FLOPs, step": f"{r['params_ratio']:.4f}, {r['flops_ratio']:.4f}, "
+                                                           f"{r['step_ratio']:.2f}"}
+    return PaperTable("complexity_bench", "Table VIII (HieraRS), measured: BHCCM + HSC vs flat + CE side by side",
+                      pd.DataFrame.from_dict(rows, orient="index"), pd.DataFrame.from_dict(shown, orient="index"),
+                      f"benchmarks/run.py, reports/{Path(path).name} (median step times of interleaved steps on this machine's "
+                      "shared cores; absolute times pessimistic, the ratios less so)")
 
 
 # ------------------------------------------------------------------------------------------------ transfer

@@ -227,3 +227,18 @@ def test_complexity_overhead_over_flat(runs):
     overhead = dict(zip(t.shown.index, t.shown["params vs flat"], strict=True))
     assert overhead[[i for i in overhead if "[flat]" in i][0]] == "+0.00 %"
     assert overhead[[i for i in overhead if "[bhccm_hsc]" in i][0]].startswith("+0.")  # a small head: < 1 %
+
+
+def test_bench_table_reads_the_benchmark_ratios(tmp_path):
+    from hierars.plotting_paper import bench_table
+
+    entry = {"size": 128, "batch": 8, "params": {"flat_ce": 4_000_000, "bhccm_hsc": 4_002_000}, "params_ratio": 1.0005,
+             "forward_gflops_per_image": {"flat": 0.85, "bhccm": 0.86}, "flops_ratio": 1.0118,
+             "step_s": {"flat_ce": 0.5, "bhccm_hsc": 0.7}, "step_ratio": 1.4}
+    (tmp_path / "bench.json").write_text(json.dumps({"bhccm_vs_flat": {"fpn": entry}}))
+    t = bench_table(tmp_path / "bench.json")
+    assert t.data.loc["fpn", "step_ratio"] == 1.4 and t.data.loc["fpn", "params_bhccm"] == 4_002_000
+    assert t.shown.loc["fpn", "BHCCM / flat: params, FLOPs, step"] == "1.0005, 1.0118, 1.40"
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(ValueError, match="empty.json.*bhccm_vs_flat"):
+        bench_table(tmp_path / "empty.json")
