@@ -18,7 +18,7 @@ from hierars.atomic import atomic_savefig
 from hierars.plotting import colorize, display_rgb
 from hierars.plotting_paper import PaperTable, row_run
 
-__all__ = ["plot_levels", "plot_ablation_grid", "plot_transfer", "plot_retrieval", "plot_tree_legend",
+__all__ = ["plot_levels", "plot_ablation_grid", "plot_jsps", "plot_transfer", "plot_retrieval", "plot_tree_legend",
            "diverse_indices", "plot_prediction_comparison", "FONT"]
 
 #: font sizes of the paper figures (points): readable when a figure is printed at column width
@@ -112,6 +112,42 @@ def plot_ablation_grid(table: PaperTable, runs: Mapping[str, Mapping[str, Any]],
     _footer(fig, f"Source: {table.source}. Cells: mean ± half-range over {'/'.join(map(str, seeds))} seeds; colour "
                  "scale per panel.")
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    if out_path is not None:
+        atomic_savefig(fig, out_path, dpi=150)
+    return fig
+
+
+def plot_jsps(table: PaperTable, out_path: str | Path | None = None):
+    """Table IX, one panel per level: for each multi-level run, mIoU (%) with JSPS off (open circle, upper) and on
+    (filled, lower), half-range error bars; the off-consistency (share of pixels on a valid path) in the
+    labels. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    df = table.data
+    levels = sorted((c for c in df.columns if re.fullmatch(r"L\d+", c)), key=lambda c: int(c[1:]))
+    runs = list(dict.fromkeys(row_run(i) for i in df.index))
+    off = {row_run(i): r for i, r in df.iterrows() if str(i).endswith("JSPS off")}
+    on = {row_run(i): r for i, r in df.iterrows() if str(i).endswith("JSPS on")}
+    fig, axes = plt.subplots(1, len(levels), figsize=(3.6 * len(levels) + 2.4, 0.42 * len(runs) + 1.6),
+                             squeeze=False, sharey=True)
+    y = np.arange(len(runs))
+    for ax, lvl in zip(axes[0], levels, strict=True):
+        for k, (rows, style) in enumerate(((off, {"mfc": "white"}), (on, {}))):
+            x = np.array([100 * rows[r][lvl] for r in runs])
+            err = np.array([100 * np.nan_to_num(rows[r][f"{lvl}_hr"]) for r in runs])
+            ax.errorbar(x, y + (k - 0.5) * 0.15, xerr=err, fmt="o", color="#1f77b4", capsize=2, ms=5,
+                        label=["JSPS off", "JSPS on"][k], **style)
+        ax.set_xlabel(f"level {lvl[1:]} mIoU (%)", fontsize=FONT["base"])
+        ax.tick_params(labelsize=FONT["small"])
+        ax.grid(axis="x", alpha=0.3)
+    labels = [f"{r} (off: {100 * off[r]['consistency']:.0f}% consistent, n={int(off[r]['seeds'])})" for r in runs]
+    axes[0, 0].set_yticks(y, labels, fontsize=FONT["small"])
+    axes[0, 0].invert_yaxis()
+    fig.legend(*axes[0, -1].get_legend_handles_labels(), fontsize=FONT["small"], loc="upper right", ncol=2,
+               frameon=False, bbox_to_anchor=(0.995, 0.995))
+    fig.suptitle(table.title, fontsize=FONT["title"])
+    _footer(fig, f"Source: {table.source}. Error bars: half-range over n seeds.")
+    fig.tight_layout(rect=(0, 0.06, 1, 0.94))
     if out_path is not None:
         atomic_savefig(fig, out_path, dpi=150)
     return fig

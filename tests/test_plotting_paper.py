@@ -16,6 +16,7 @@ from hierars import Hierarchy  # noqa: E402
 from hierars.plotting_figures import (  # noqa: E402
     diverse_indices,
     plot_ablation_grid,
+    plot_jsps,
     plot_levels,
     plot_prediction_comparison,
     plot_retrieval,
@@ -166,13 +167,15 @@ def test_figures_are_written(runs, tmp_path):
     fig = plot_ablation_grid(tables["ablation"], runs, tmp_path / "abl.png")
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "30.5\n± 0.5" in texts  # BHCCM none + HSC at L3 (argmax): mean and half-range of 0.31, 0.30
+    fig = plot_jsps(tables["jsps"], tmp_path / "jsps.png")
+    assert len(fig.axes[0].get_yticklabels()) == 3  # bhccm_hsc, abl_none_hsc, abl_none_ce: one row per run
     _transfer_files(tmp_path / "rep")
     plot_transfer([transfer_table(tmp_path / "rep", "toy")], tmp_path / "tr.png")
     _retrieval_csv(tmp_path / "r.csv")
     plot_retrieval(retrieval_tables(tmp_path / "r.csv"), "mAP@5", tmp_path / "ret.png")
     with pytest.raises(ValueError, match="mAP@10"):
         plot_retrieval(retrieval_tables(tmp_path / "r.csv"), "mAP@10")
-    for name in ("main", "abl", "tr", "ret"):
+    for name in ("main", "abl", "jsps", "tr", "ret"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
 
 
