@@ -3,7 +3,7 @@ resumes from that checkpoint and ends with the metrics and weights of an uninter
 
 Runs in temporary copies of this checkout's files (tracked and untracked-but-not-ignored), with this ``.venv``
 reached by path; nothing in the checkout is touched. Tiny profile: synthetic data of the smoke profile, 64 px
-tiles, one seed, 40 iterations, a checkpoint every 4.
+tiles, one seed, 200 iterations, a checkpoint every 4.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ psutil = pytest.importorskip("psutil")
 
 BIN = Path(sys.executable).parent
 DVC = BIN / "dvc"
-ITERATIONS = 40
+ITERATIONS = 200  # long enough (tens of seconds) that a loaded machine still signals mid-training
 TIMING_KEYS = re.compile(r"seconds")
 
 pytestmark = pytest.mark.skipif(not DVC.exists() or not (BIN / "papermill").exists(),
@@ -48,7 +48,7 @@ def _copy_checkout(dst: Path) -> None:
             shutil.copy2(src, dst / rel)
     params = deep_merge(yaml.safe_load((PROJ_ROOT / "params.yaml").read_text()),  # every key dvc.yaml names
                         yaml.safe_load((PROJ_ROOT / "tests" / "params_smoke.yaml").read_text()))
-    params["train"].update(iterations=ITERATIONS, ckpt_interval=4, eval_interval=20, log_interval=1, num_threads=1,
+    params["train"].update(iterations=ITERATIONS, ckpt_interval=4, eval_interval=100, log_interval=1, num_threads=1,
                            seeds=[0], runs={"flat": {"head": "flat", "loss": "ce"}})
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,9 @@ class SignalAt:
         if self.sig is not None and self.calls == self.at:
             for _ in range(self.times):
                 os.kill(os.getpid(), self.sig)
+                # standard signals do not queue: two kills before Python runs the handler would be one signal,
+                # so let the handler run before the next one (sleep is interrupted by the signal, PEP 475)
+                time.sleep(0.2)
         self.calls += 1
         return self.loss(logits, mask)
 
