@@ -30,7 +30,7 @@ def test_tables_pair_by_seed_and_find_the_crossing(tmp_path):
     assert table.loc["flat", "L3"] == "25.0 ± 1.0 (n=3)"
     assert table.loc["bhccm_hsc", "vs flat L3"].startswith("+4.0 [") and \
         table.loc["bhccm_hsc", "vs flat L3"].endswith("better")
-    assert table.loc["hssn", "vs flat L3"] == "no common seed"
+    assert table.loc["hssn", "vs flat L3"] == "no common seed" and table.loc["flat", "vs flat L3"] == "—"
     budget = budget_table(curves, level=3)
     assert budget.loc[100, "bhccm_hsc − flat"].startswith("-5.0 [") and "worse" in budget.loc[100, "bhccm_hsc − flat"]
     assert "better" in budget.loc[200, "bhccm_hsc − flat"] and "(n=3)" in budget.loc[200, "bhccm_hsc − flat"]

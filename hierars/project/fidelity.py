@@ -92,7 +92,9 @@ def final_table(curves: dict[str, pd.DataFrame], levels: int, baseline: str = "f
             row[f"L{level}"] = (f"{100 * v.mean():.1f} ± {50 * (v.max() - v.min()):.1f} (n={len(v)})"
                                 if len(v) else "—")
         for level in range(levels, 0, -1):
-            if base is not None and run != baseline:
+            if run == baseline:
+                row[f"vs {baseline} L{level}"] = "—"
+            elif base is not None:
                 try:
                     row[f"vs {baseline} L{level}"] = paired_by_seed(
                         _final(df, metric_name(level)), _final(base, metric_name(level))).format()
