@@ -34,7 +34,7 @@ __all__ = ["RasterPrediction", "predict_raster", "window_reader", "output_paths"
 #: GDAL's block cache while predicting, in MB. GDAL's default (5 % of RAM) keeps every decompressed block it has
 #: read or written until that much is used: 1.2 GB on a 24 GB machine, for a scene bigger than that. Prediction
 #: reads each window once, left to right, so a cache of a few windows' blocks is all it needs.
-GDAL_CACHE_MB = 256
+GDAL_CACHE_MB = 64  # a row of 1024-px windows of a 16k-wide uint8 scene needs ~25 MB of blocks; 256 left a CI run at 1.57 GB
 
 
 @dataclass
