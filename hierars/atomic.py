@@ -72,24 +72,14 @@ def temporary_path(path: str | os.PathLike, keep_suffix: bool = False) -> Path:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    path = Path(path)
-    tmp = temporary_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise named_os_error(err, path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path, keep_suffix=False) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, keep_suffix: bool = True) -> Iterator[Path]:
     """A temporary file name beside ``path`` (same suffix) to write to; renamed to ``path`` when the block ends
     without an error, deleted otherwise::
 
@@ -97,7 +87,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             fig.savefig(tmp)
     """
     path = Path(path)
-    tmp = temporary_path(path, keep_suffix=True)
+    tmp = temporary_path(path, keep_suffix=keep_suffix)
     try:
         yield tmp
         os.replace(tmp, path)
