@@ -299,7 +299,7 @@ def explore(data: ExplorerData, hierarchy: Hierarchy, *, interactive: bool, out_
 
 @torch.no_grad()
 def bhccm_fusion_trace(model: nn.Module, image: torch.Tensor, row: int, col: int) -> dict[str, Any]:
-    """Every term of the BHCCM fusion for one pixel, read by forward hooks during one forward pass.
+    """Every term of the BHCCM fusion for one pixel, read by forward hooks during one forward pass (eval mode).
 
     Args:
         model: a :func:`hierars.models.build_model` model whose head is :class:`hierars.heads.BHCCM`.
@@ -316,8 +316,9 @@ def bhccm_fusion_trace(model: nn.Module, image: torch.Tensor, row: int, col: int
     if not isinstance(head, BHCCM):
         raise ValueError(f"bhccm_fusion_trace needs a model with a BHCCM head, got {type(head).__name__}")
     seen: dict[str, Any] = {}
-    hooks = [m.register_forward_hook(lambda _m, i, o, k=f"F{lvl}": seen.__setitem__(k, o))
-             for lvl, m in enumerate(head.heads)]
+    # the head's input x (the decoder's features); F_l = head.level_logits(x) in eval mode (no dropout) are exactly
+    # the level heads' outputs the fusion received, however level_logits computes them
+    hooks = [head.register_forward_pre_hook(lambda _m, i: seen.__setitem__("x", i[0]))]
     for kind in ("c2f", "f2c"):
         for key, mb in (getattr(head, f"{kind}_blocks", None) or {}).items():
             hooks.append(mb.register_forward_hook(
@@ -327,6 +328,7 @@ def bhccm_fusion_trace(model: nn.Module, image: torch.Tensor, row: int, col: int
     model.eval()
     try:
         model(image[None].to(next(iter(model.parameters())).device))
+        level_logits = head.level_logits(seen["x"])
     finally:
         model.train(was_training)
         for hk in hooks:
@@ -336,7 +338,7 @@ def bhccm_fusion_trace(model: nn.Module, image: torch.Tensor, row: int, col: int
     r, c = row * h // H, col * w // W
     px = lambda t: t[0, :, r, c].double().cpu().numpy()  # noqa: E731
     L = head.num_levels_out
-    F = [px(seen[f"F{lvl}"]) for lvl in range(L)]
+    F = [px(f) for f in level_logits]
     Y = [px(y) for y in seen["Y"]]
     a = lambda p: float(p.detach())  # noqa: E731
     terms: dict[str, list[tuple[str, np.ndarray]]] = {}
