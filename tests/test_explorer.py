@@ -187,3 +187,21 @@ def test_explorer_data_runs_a_model() -> None:
     assert [tuple(z.shape) for z in data.logits] == [(2, 16, 16), (3, 16, 16), (5, 16, 16)]
     assert (h.path_id(data.jsps) >= 0).all() and data.argmax.shape == (3, 16, 16)
     assert model.training  # restored
+
+
+def test_click_on_the_map_selects_the_pixel(tmp_path) -> None:
+    """A mouse click on the ipympl map (row 2, col 3) redraws the tree for that pixel."""
+    pytest.importorskip("ipympl")
+    from matplotlib.backend_bases import MouseEvent
+
+    from hierars.project.explorer import _Explorer
+
+    logits, (r, c) = _constructed_tile()
+    ex = _Explorer(_data(logits), SMALL, None, (0, 0))
+    assert (ex.row.value, ex.col.value) == (0, 0)
+    ax = ex.canvas.figure.axes[1]
+    ex.canvas.draw()
+    x, y = ax.transData.transform((c, r))
+    ex.canvas.callbacks.process("button_press_event", MouseEvent("button_press_event", ex.canvas, x, y, button=1))
+    assert (ex.row.value, ex.col.value) == (r, c)
+    assert all(list(m.get_xdata()) == [c] and list(m.get_ydata()) == [r] for m in ex.markers)
