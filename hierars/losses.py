@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from hierars.levels import as_level_list, upsample_logits
 
@@ -118,15 +119,17 @@ def path_scores(logits: Sequence[torch.Tensor], paths: torch.Tensor) -> torch.Te
     return _scores_from_logp(_log_probs(logits), paths)
 
 
+def _check_paths(paths: torch.Tensor, logits: Sequence[torch.Tensor]) -> None:
+    for level, z in enumerate(logits):
+        if int(paths[:, level].max()) >= z.shape[1]:
+            raise ValueError(f"paths reference class {int(paths[:, level].max())} at level {level} "
+                             f"but logits have {z.shape[1]} channels")
+
+
 def _scores_from_logp(logp: list[torch.Tensor], paths: torch.Tensor) -> torch.Tensor:
     """s(p) = Σ_l logp_l[p_l] as B×P×H×W. The finest level of a strict tree indexes its leaves in order
     (``paths[:, -1] == arange(P)``), so that term is used as is instead of copied through index_select."""
-    for level, lp in enumerate(logp):
-        if int(paths[:, level].max()) >= lp.shape[1]:
-            raise ValueError(
-                f"paths reference class {int(paths[:, level].max())} at level {level} "
-                f"but logits have {lp.shape[1]} channels"
-            )
+    _check_paths(paths, logp)
     paths = paths.to(logp[0].device)
     fine = logp[-1]
     if not torch.equal(paths[:, -1], torch.arange(len(paths), device=paths.device)):
@@ -149,25 +152,16 @@ def path_kl(
     ignored pixels and GT combinations outside the tree are excluded. Per pixel this equals
     Σ_l CE_l + log Σ_{p∈P} Π_l p^l(c_l) (method-spec §2 identity).
 
+    Computed as a cross-entropy over the raw path logits t(p) = Σ_l Y_l[c_l]: s(p) = t(p) − Σ_l logsumexp(Y_l)
+    differs from t(p) by a per-pixel constant, so softmax_P s = softmax_P t and the KL is the same
+    (see :class:`_HSCTerms`).
+
     Args: logits (L tensors B×N_l×h×w), labels (B×L×H×W). Returns: scalar tensor.
     """
     logits = as_level_list(logits)
     _check_labels(logits, labels)
-    logp = _log_probs(upsample_logits(logits, labels.shape[-2:]))
-    return _path_nll_from_logp(logp, labels, hierarchy, ignore_index)
-
-
-def _path_nll_from_logp(
-    logp: list[torch.Tensor], labels: torch.Tensor, hierarchy: Hierarchy, ignore_index: int
-) -> torch.Tensor:
-    scores = _scores_from_logp(logp, hierarchy.paths)  # B×P×H×W
-    # B×H×W path index, -1 where any label is out of range (e.g. 255) or not a path of the tree;
-    # a pixel with ``ignore_index`` at any level is excluded too (matters when ignore_index is a class id)
-    pid = hierarchy.path_id(labels.long())
-    valid = (pid >= 0) & (labels != ignore_index).all(dim=1)
-    target = scores.gather(1, pid.clamp(min=0).unsqueeze(1)).squeeze(1)
-    nll = torch.logsumexp(scores, dim=1) - target
-    return _masked_mean(nll, valid)
+    logits = [_upcast(z) for z in upsample_logits(logits, labels.shape[-2:])]
+    return _hsc_terms(logits, labels, hierarchy, None, 1.0, ignore_index)
 
 
 def hsc_loss(
@@ -178,15 +172,129 @@ def hsc_loss(
     level_weights: Sequence[float] | None = None,
     ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
-    """Hierarchical Semantic Consistency loss L_HSC = L_HCE + μ · L_path (Eq. 24). Returns a scalar tensor."""
+    """Hierarchical Semantic Consistency loss L_HSC = L_HCE + μ · L_path (Eq. 24). Returns a scalar tensor.
+
+    The level CE terms and the path term are evaluated together by :class:`_HSCTerms` (one log-softmax per
+    level and one over the path logits, and a hand-written backward); the value and gradients are those of
+    ``hierarchical_ce(...) + mu * path_kl(...)`` (``tests/test_hsc_equivalence.py``).
+    """
     logits = as_level_list(logits)
     _check_labels(logits, labels)
-    # one log-softmax per level, shared by the level CE terms and the path term
-    logp = _log_probs(upsample_logits(logits, labels.shape[-2:]))
-    loss = _hce_from_logp(logp, labels, level_weights, ignore_index)
+    logits = [_upcast(z) for z in upsample_logits(logits, labels.shape[-2:])]
+    weights = [1.0] * len(logits) if level_weights is None else [float(w) for w in level_weights]
+    if len(weights) != len(logits):
+        raise ValueError(f"weights has {len(weights)} entries for {len(logits)} logits tensors")
+    return _hsc_terms(logits, labels, hierarchy, weights, float(mu), ignore_index)
+
+
+def _hsc_terms(
+    logits: list[torch.Tensor],
+    labels: torch.Tensor,
+    hierarchy: Hierarchy,
+    weights: list[float] | None,
+    mu: float,
+    ignore_index: int,
+) -> torch.Tensor:
+    """Σ_l λ_l CE_l (if ``weights`` is given) + μ · L_path (if ``mu``), each averaged over its valid pixels.
+
+    Builds the per-pixel targets and weights (B×1×H×W: λ_l / N_valid,l on valid pixels, 0 elsewhere) and
+    calls :class:`_HSCTerms`. logits: L float tensors B×N_l×H×W at the labels' size; labels: B×L×H×W.
+    """
+    labels = labels.long()
+    dtype = logits[0].dtype
+    zero = torch.zeros((), dtype=dtype, device=labels.device)
+    tensors: list[torch.Tensor] = []
+    if weights is not None:
+        for level, w in enumerate(weights):
+            y = labels[:, level : level + 1]
+            valid = y != ignore_index
+            scale = torch.where(valid, w / valid.sum().clamp(min=1).to(dtype), zero)
+            tensors += [torch.where(valid, y, 0), scale]
+    paths = hierarchy.paths.to(labels.device)
     if mu:
-        loss = loss + mu * _path_nll_from_logp(logp, labels, hierarchy, ignore_index)
-    return loss
+        _check_paths(paths, logits)
+        # B×H×W path index, -1 where any label is out of range (e.g. 255) or not a path of the tree; a pixel
+        # with ``ignore_index`` at any level is excluded too (matters when ignore_index is a class id)
+        pid = hierarchy.path_id(labels)
+        valid = ((pid >= 0) & (labels != ignore_index).all(dim=1)).unsqueeze(1)
+        scale = torch.where(valid, mu / valid.sum().clamp(min=1).to(dtype), zero)
+        tensors += [pid.clamp(min=0).unsqueeze(1), scale]
+    return _HSCTerms.apply(paths, weights is not None, bool(mu), *tensors, *logits)
+
+
+class _HSCTerms(torch.autograd.Function):
+    """Level CE terms and the path-KL term of L_HSC in one autograd node (method-spec §2, Eqs. 16–24).
+
+    Forward, with per-pixel weights ω_l = λ_l / N_valid,l (0 on pixels ignored at level l) and
+    ω_P = μ / N_valid,P (0 where the GT is no path of the tree)::
+
+        loss = Σ_l Σ_px −ω_l · log softmax(Y_l)[y_l]  +  Σ_px −ω_P · log softmax_P(t)[p*],
+        t(p) = Σ_l Y_l[p_l]                                  (B×P×H×W, the raw path logits)
+
+    The path term equals the spec's KL(onehot(p*) ‖ softmax_P s) with s(p) = Σ_l log softmax(Y_l)[p_l]:
+    s and t differ by Σ_l logsumexp(Y_l), the same for every path of a pixel, so their softmaxes over P agree.
+    Backward is the closed form of that graph: ∂/∂t = ω_P · (softmax_P t − onehot p*), summed into each
+    level's classes through the paths (``index_add``; the identity at the finest level of a strict tree), and
+    ∂/∂Y_l += ω_l · (softmax Y_l − onehot y_l). Saved for backward: the log-softmaxes (as autograd would).
+    Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, paths: torch.Tensor, with_levels: bool, with_path: bool, *args: torch.Tensor) -> torch.Tensor:
+        n_levels = paths.shape[1]
+        logits = args[-n_levels:]
+        extras = list(args[: len(args) - n_levels])
+        total = torch.zeros((), dtype=logits[0].dtype, device=logits[0].device)
+        saved: list[torch.Tensor] = []
+        if with_levels:
+            for level, z in enumerate(logits):
+                target, scale = extras[2 * level], extras[2 * level + 1]
+                logp = torch.log_softmax(z, dim=1)
+                picked = logp.gather(1, target)
+                total = total - torch.where(scale != 0, picked * scale, 0.0).sum()
+                saved += [logp, target, scale]
+        identity_leaf = torch.equal(paths[:, -1], torch.arange(len(paths), device=paths.device))
+        if with_path:
+            target, scale = extras[-2], extras[-1]
+            t = logits[-1] if identity_leaf else logits[-1].index_select(1, paths[:, -1])
+            for level, z in enumerate(logits[:-1]):
+                t = t + z.index_select(1, paths[:, level])
+            logq = torch.log_softmax(t, dim=1)
+            picked = logq.gather(1, target)
+            total = total - torch.where(scale != 0, picked * scale, 0.0).sum()
+            saved += [logq, target, scale]
+        ctx.save_for_backward(paths, *saved)
+        ctx.flags = (with_levels, with_path, identity_leaf, n_levels)
+        ctx.shapes = [z.shape for z in logits]
+        return total
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        with_levels, with_path, identity_leaf, n_levels = ctx.flags
+        paths, *saved = ctx.saved_tensors
+        grad_t = None
+        if with_path:
+            logq, target, scale = saved[-3:]
+            s = scale * grad_out
+            grad_t = logq.exp().mul_(s).scatter_add_(1, target, -s)
+        grads: list[torch.Tensor | None] = []
+        for level in range(n_levels):
+            g = None
+            if with_levels:
+                logp, target, scale = saved[3 * level : 3 * level + 3]
+                s = scale * grad_out
+                g = logp.exp().mul_(s).scatter_add_(1, target, -s)
+            if grad_t is not None:
+                if level == n_levels - 1 and identity_leaf:
+                    g = grad_t if g is None else g.add_(grad_t)
+                else:
+                    if g is None:
+                        g = grad_t.new_zeros(ctx.shapes[level])
+                    g.index_add_(1, paths[:, level], grad_t)
+            grads.append(g)
+        n_extras = 2 * n_levels * with_levels + 2 * with_path
+        return (None, None, None) + (None,) * n_extras + tuple(grads)
 
 
 def hssn_tree_min_loss(

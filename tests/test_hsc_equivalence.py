@@ -1,0 +1,209 @@
+"""The faster BHCCM + HSC code (issue 14, step time) computes what the previous code computed.
+
+The references below are the previous implementations, kept verbatim in spirit: HSC as one log-softmax per
+level, path scores s(p) = Σ_l log softmax(Y_l)[p_l] (B×P×H×W), ``logsumexp_P s − s(p*)`` through autograd;
+the Merging Block with its NCHW 7×7 conv, and one 1×1 conv per level head. Values and gradients (of the
+logits, of the head's input and of every parameter) must agree to float rounding on random inputs with
+ignored pixels, label combinations outside the tree, level weights and several μ.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hierars.heads import BHCCM, FUSIONS, MergingBlock
+from hierars.hierarchy import Hierarchy
+from hierars.losses import HSCLoss, hsc_loss, path_kl
+
+MM5B = Hierarchy.builtin("mm5b")
+IGN = 255
+
+
+# ----------------------------------------------------------------------------- references (previous code)
+def _ref_masked_mean(values, valid):
+    values = torch.where(valid, values, torch.zeros((), dtype=values.dtype))
+    return values.sum() / valid.sum().clamp(min=1).to(values.dtype)
+
+
+def _ref_nll(logp, y, ignore_index):
+    valid = y != ignore_index
+    nll = F.nll_loss(logp, torch.where(valid, y, 0), reduction="none")
+    return _ref_masked_mean(nll, valid)
+
+
+def _ref_path_nll(logp, labels, h, ignore_index):
+    paths = h.paths
+    score = logp[-1].index_select(1, paths[:, -1])
+    for level, lp in enumerate(logp[:-1]):
+        score = score + lp.index_select(1, paths[:, level])
+    pid = h.path_id(labels)
+    valid = (pid >= 0) & (labels != ignore_index).all(dim=1)
+    target = score.gather(1, pid.clamp(min=0).unsqueeze(1)).squeeze(1)
+    return _ref_masked_mean(torch.logsumexp(score, dim=1) - target, valid)
+
+
+def ref_hsc(logits, labels, h, mu=1.0, weights=None, ignore_index=IGN):
+    logits = [F.interpolate(z, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+              if z.shape[-2:] != labels.shape[-2:] else z for z in logits]
+    logp = [F.log_softmax(z, 1) for z in logits]
+    weights = [1.0] * len(logp) if weights is None else weights
+    loss = sum(w * _ref_nll(lp, y, ignore_index) for w, lp, y in zip(weights, logp, labels.unbind(1)))
+    if mu:
+        loss = loss + mu * _ref_path_nll(logp, labels, h, ignore_index)
+    return loss
+
+
+def ref_merging_block(mb: MergingBlock, x):
+    proj = mb.align(x)
+    mlp = lambda t: mb.fc2(torch.relu(mb.fc1(t)))  # noqa: E731
+    channel_att = torch.sigmoid(mlp(F.adaptive_avg_pool2d(x, 1)) + mlp(F.adaptive_max_pool2d(x, 1)))
+    spatial_in = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+    spatial_att = torch.sigmoid(F.conv2d(spatial_in.contiguous(), mb.spatial.weight, padding=3))
+    return proj * channel_att * spatial_att
+
+
+def ref_bhccm(head: BHCCM, x):
+    feats = [hd(head.dropout(x)) for hd in head.heads]
+    L = head.num_levels_out
+    if head.use_c2f:
+        refined = [feats[0]]
+        for j in range(1, L):
+            out = head.c2f_beta[str(j)] * feats[j]
+            for k in range(j):
+                out = out + head.c2f_alpha[f"{k}_{j}"] * ref_merging_block(head.c2f_blocks[f"{k}_{j}"], feats[k])
+            refined.append(out)
+    else:
+        refined = feats
+    if not head.use_f2c:
+        return refined
+    outs = []
+    for j in range(L - 1):
+        out = head.f2c_beta[str(j)] * feats[j]
+        for k in range(j + 1, L):
+            out = out + head.f2c_alpha[f"{k}_{j}"] * ref_merging_block(head.f2c_blocks[f"{k}_{j}"], refined[k])
+        outs.append(out)
+    outs.append(head.f2c_alpha_fine * refined[-1] + head.f2c_beta[str(L - 1)] * feats[-1])
+    return outs
+
+
+# ----------------------------------------------------------------------------- inputs
+def make_batch(h=MM5B, seed=0, b=3, size=(12, 10), low=None, dtype=torch.float32, ignore_frac=0.2,
+               off_tree_frac=0.1):
+    """Random logits (at ``low`` size if given) and B×L×H×W labels with ignored pixels (some at one level
+    only) and per-level label combinations that form no path of the tree."""
+    g = torch.Generator().manual_seed(seed)
+    lsize = low or size
+    logits = [(torch.randn(b, n, *lsize, generator=g, dtype=dtype) * 3).requires_grad_(True) for n in h.num_classes]
+    fine = torch.randint(0, h.num_classes[-1], (b, *size), generator=g)
+    labels = torch.stack([h.lift(fine, lv) for lv in range(h.num_levels)], 1)
+    labels[:, :, torch.rand(*size, generator=g) < ignore_frac] = IGN
+    labels[:, 0][torch.rand(b, *size, generator=g) < ignore_frac] = IGN  # ignored at the coarse level only
+    off = torch.rand(b, *size, generator=g) < off_tree_frac  # a coarse label that is not the leaf's ancestor
+    labels[:, 0][off] = (labels[:, 0][off] + 1) % h.num_classes[0]
+    return logits, labels
+
+
+def assert_same(new_val, ref_val, new_grads, ref_grads, atol):
+    torch.testing.assert_close(new_val, ref_val, rtol=1e-5, atol=atol)
+    for a, b in zip(new_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=atol)
+
+
+# ----------------------------------------------------------------------------- losses
+@pytest.mark.parametrize("mu", [1.0, 0.5, 0.0])
+@pytest.mark.parametrize("weights", [None, [0.4, 0.7, 1.3]])
+@pytest.mark.parametrize("low", [None, (6, 5)])
+def test_hsc_loss_value_and_gradients_match_previous_code(mu, weights, low):
+    for dtype, atol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        logits, labels = make_batch(low=low, dtype=dtype, seed=int(mu * 10) + (weights is None))
+        new = hsc_loss(logits, labels, MM5B, mu=mu, level_weights=weights)
+        ref = ref_hsc(logits, labels, MM5B, mu=mu, weights=weights)
+        assert_same(new, ref, torch.autograd.grad(new, logits), torch.autograd.grad(ref, logits), atol)
+
+
+def test_path_kl_matches_previous_code_and_module_form():
+    logits, labels = make_batch(dtype=torch.float64)
+    logp = [F.log_softmax(z, 1) for z in logits]
+    new, ref = path_kl(logits, labels, MM5B), _ref_path_nll(logp, labels, MM5B, IGN)
+    assert_same(new, ref, torch.autograd.grad(new, logits), torch.autograd.grad(ref, logits), 1e-12)
+    torch.testing.assert_close(HSCLoss(MM5B, mu=0.3)(logits, labels), ref_hsc(logits, labels, MM5B, mu=0.3))
+
+
+def test_hsc_general_paths_branch_matches_previous_code():
+    """A tree object whose leaf order differs from the path order exercises the non-identity leaf gather."""
+    h = copy.copy(MM5B)
+    perm = torch.randperm(len(MM5B.paths), generator=torch.Generator().manual_seed(3))
+    h.paths = MM5B.paths[perm]
+    lut = torch.full_like(MM5B._path_lut, -1)
+    lut[(h.paths * MM5B._strides).sum(1)] = torch.arange(len(h.paths))
+    h._path_lut = lut
+    assert not torch.equal(h.paths[:, -1], torch.arange(len(h.paths)))
+    logits, labels = make_batch(dtype=torch.float64)
+    for fn, ref in ((lambda: hsc_loss(logits, labels, h), lambda: ref_hsc(logits, labels, h)),
+                    (lambda: path_kl(logits, labels, h),
+                     lambda: _ref_path_nll([F.log_softmax(z, 1) for z in logits], labels, h, IGN))):
+        a, b = fn(), ref()
+        assert_same(a, b, torch.autograd.grad(a, logits), torch.autograd.grad(b, logits), 1e-12)
+
+
+def test_hsc_custom_backward_passes_gradcheck_and_survives_retain_graph():
+    logits, labels = make_batch(b=2, size=(4, 3), dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda *z: hsc_loss(list(z), labels, MM5B, mu=0.7, level_weights=[1, 2, 3]),
+                                    tuple(logits))
+    assert torch.autograd.gradcheck(lambda *z: path_kl(list(z), labels, MM5B), tuple(logits))
+    loss = hsc_loss(logits, labels, MM5B)
+    first = torch.autograd.grad(loss, logits, retain_graph=True)
+    second = torch.autograd.grad(loss, logits)  # the backward must not have changed what it saved
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_hsc_all_ignored_is_zero_with_zero_gradients_and_no_nan():
+    logits, labels = make_batch()
+    labels = torch.full_like(labels, IGN)
+    loss = hsc_loss(logits, labels, MM5B)
+    assert loss.item() == 0.0
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in torch.autograd.grad(loss, logits))
+
+
+def test_hsc_half_precision_logits_are_upcast_like_before():
+    logits, labels = make_batch()
+    half = [z.detach().bfloat16().requires_grad_(True) for z in logits]
+    new = hsc_loss(half, labels, MM5B)
+    ref = ref_hsc([z.float() for z in half], labels, MM5B)
+    assert new.dtype == torch.float32
+    torch.testing.assert_close(new, ref, rtol=1e-5, atol=1e-6)
+    assert all(g.dtype == torch.bfloat16 for g in torch.autograd.grad(new, half))
+
+
+# ----------------------------------------------------------------------------- heads
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_bhccm_outputs_and_all_gradients_match_previous_code(fusion):
+    torch.manual_seed(0)
+    head = BHCCM(16, MM5B.num_classes, fusion=fusion).eval()  # eval: dropout off, so both see the same x
+    with torch.no_grad():  # non-unit scalars, so that a swapped α/β would show
+        for p in head.parameters():
+            if p.ndim == 0:
+                p.uniform_(0.5, 1.5)
+    x = torch.randn(3, 16, 9, 7, requires_grad=True)
+    params = [x, *head.parameters()]
+    new, ref = head(x), ref_bhccm(head, x)
+    weights = [torch.randn_like(z) for z in ref]
+    g_new = torch.autograd.grad(sum((z * w).sum() for z, w in zip(new, weights)), params)
+    g_ref = torch.autograd.grad(sum((z * w).sum() for z, w in zip(ref, weights)), params)
+    for a, b in zip(new, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for (name, _), a, b in zip([("x", x), *head.named_parameters()], g_new, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"grad of {n}: {m}")
+
+
+def test_bhccm_level_logits_match_one_conv_per_level():
+    torch.manual_seed(1)
+    head = BHCCM(8, (2, 5, 7, 11)).eval()
+    x = torch.randn(2, 8, 5, 6)
+    for z, conv in zip(head.level_logits(x), head.heads, strict=True):
+        torch.testing.assert_close(z, conv(x), rtol=1e-5, atol=1e-6)
