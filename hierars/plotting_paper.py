@@ -25,8 +25,8 @@ from hierars.atomic import atomic_write_text
 from hierars.comparison import paired_by_seed
 from hierars.plotting import format_pm, paper_tables
 
-__all__ = ["PaperTable", "row_run", "seeds_note", "save_paper_table", "level_tables", "complexity_table",
-           "bench_table", "transfer_table", "retrieval_tables"]
+__all__ = ["PaperTable", "row_run", "seeds_note", "save_paper_table", "save_skipped_table", "level_tables",
+           "complexity_table", "bench_table", "transfer_table", "retrieval_tables"]
 
 #: font sizes of the paper figures (points): readable when a figure is printed at column width
 MIN_SEEDS = 3
@@ -67,6 +67,14 @@ def save_paper_table(table: PaperTable, out_dir: str | Path) -> tuple[Path, Path
     body = table.shown.to_markdown() if len(table.shown) else "_no rows: the stage that writes them has not run_"
     atomic_write_text(md_path, f"### {table.title}\n\n_Source: {table.source}_\n\n{notes}{body}\n")
     return csv_path, md_path
+
+
+def save_skipped_table(name: str, title: str, reason: str, out_dir: str | Path) -> Path:
+    """``<name>.md`` for a table whose stage skipped itself (no CSV: there are no numbers): the title and a line
+    ``skipped: <reason>``. Returns the path."""
+    path = Path(out_dir) / f"{name}.md"
+    atomic_write_text(path, f"### {title}\n\nskipped: {reason}\n")
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ level tables

@@ -15,6 +15,12 @@ profile: one seed, 6 iterations, 64 px tiles. Every prepared dataset trains the 
 as leaf indices at prepare), so one train run covers both label formats. Then ``hierars predict`` runs the trained
 model on one of run B's images (it picks bands 4-3-2 by name): per-level GeoTIFFs with the input's CRS and
 transform, a ``.qml`` style per level, and the model card next to the model.
+
+``test_full_pipeline_on_own_folder`` runs the whole pipeline, every stage, on a folder source with the README's
+command (``dvc exp run -S prepare.source=folder -S prepare.root=... -S prepare.hierarchy=whdld -S train.source=folder
+...``; the tiny profile is a params edit in the copy): the transfer experiments and the retrieval stage, whose data
+only the synthetic source generates, skip with a reason; every declared output exists; ``dvc status`` is clean, and
+editing one image under ``prepare.root`` makes ``prepare`` stale (the root is a dependency of the stage).
 """
 
 from __future__ import annotations
@@ -51,7 +57,10 @@ def _kernel_installed() -> bool:
     return "hierars" in KernelSpecManager().find_kernel_specs()
 
 
-def _copy_checkout(dst: Path, data_root: Path) -> None:
+def _copy_checkout(dst: Path, data_root: Path | None, tiny: dict | None = None) -> None:
+    """Tracked and unignored files of the checkout in ``dst`` (a fresh git repository) with a tiny train profile
+    (``tiny`` overrides it) in ``params.yaml``, and the folder source at ``data_root`` (None: the checkout's
+    ``prepare`` section and ``train.source``)."""
     out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=PROJ_ROOT,
                          capture_output=True, check=True).stdout  # fmt: skip
     for rel in filter(None, out.decode().split("\0")):
@@ -60,10 +69,12 @@ def _copy_checkout(dst: Path, data_root: Path) -> None:
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / rel)
     params = yaml.safe_load((PROJ_ROOT / "params.yaml").read_text())
-    params["prepare"].update(source="folder", root=str(data_root), hierarchy="whdld")
-    params["prepare"]["folder"].update(ignore=[0], tile_size=64)
-    params["train"].update(source="folder", iterations=6, batch_size=2, eval_interval=6, log_interval=1, seeds=[0],
-                           decoder_channels=32, num_threads=1, max_val_samples=4)  # fmt: skip
+    if data_root is not None:
+        params["prepare"].update(source="folder", root=str(data_root), hierarchy="whdld")
+        params["prepare"]["folder"].update(ignore=[0], tile_size=64)
+        params["train"]["source"] = "folder"
+    params["train"].update({"iterations": 6, "batch_size": 2, "eval_interval": 6, "log_interval": 1, "seeds": [0],
+                            "decoder_channels": 32, "num_threads": 1, "max_val_samples": 4, **(tiny or {})})
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "copy"]):
@@ -169,3 +180,72 @@ def test_own_folder_data_through_dvc(tmp_path: Path):
     card = (repo / "models" / RUN / "MODEL_CARD.md").read_text()
     assert "whdld" in card and "nir" in card, card[:500]
     assert tree["name"] == "whdld"
+
+
+def _declared_outputs(repo: Path) -> list[str]:
+    """Every out / metric / plot of every (expanded) stage of the copy's dvc.yaml under its params.yaml."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    items = {"train": list(params["train"]["runs"]), "transfer": list(params["transfer"]["run"])}
+    outs = []
+    for name, st in stages.items():
+        body = st.get("do") or st
+        for item in items.get(name, [None]):
+            for kind in ("outs", "metrics", "plots"):
+                for entry in body.get(kind, []):
+                    path = str(entry if isinstance(entry, str) else next(iter(entry)))
+                    outs.append(path if item is None else path.replace("${key}", item).replace("${item}", item))
+    return outs
+
+
+def test_full_pipeline_on_own_folder(tmp_path: Path):
+    """``dvc exp run`` of every stage on the folder source: skipped stages say why, every output exists."""
+    if not _kernel_installed():
+        pytest.skip("jupyter kernel 'hierars' is not installed")
+    data, repo = tmp_path / "tiles", tmp_path / "repo"
+    make_folder(data, 2, 3, size=64)
+    _copy_checkout(repo, None, tiny={"iterations": 2, "eval_interval": 2})
+    declared = _declared_outputs(repo)
+    for rel in declared:  # outputs the checkout committed (metrics JSON): the run must write its own
+        target = repo / rel
+        if target.is_file():
+            target.unlink()
+    # the README's command (the tiny train profile is in params.yaml); the labels' 0 is "no label"
+    _dvc(repo, "exp", "run", "-S", "prepare.source=folder", "-S", f"prepare.root={data}",
+         "-S", "prepare.hierarchy=whdld", "-S", "prepare.folder.ignore=[0]", "-S", "prepare.folder.tile_size=64",
+         "-S", "train.source=folder")
+    missing = [rel for rel in declared if not (repo / rel).exists()]
+    assert not missing, f"declared outputs not written on the folder source: {missing}"
+    reports = repo / "reports"
+    for exp in ("s2_crop10m", "rgb_whdld"):  # the synthetic domains do not exist: skipped, with the reason
+        assert json.loads((reports / "metrics" / f"transfer_{exp}.json").read_text()) == {"skipped": 1}
+        status = json.loads((reports / "transfer" / exp / "status.json").read_text())
+        assert status["status"] == "skipped" and "'folder'" in status["reason"], status
+        assert "skipped" in (reports / "transfer" / exp / "table.md").read_text()
+        assert (repo / "models" / f"transfer_{exp}" / "SKIPPED.md").is_file()
+    assert "crop10m" in json.loads((reports / "transfer" / "s2_crop10m" / "status.json").read_text())["reason"]
+    assert json.loads((reports / "metrics" / "retrieval.json").read_text()) == {"skipped": 1}
+    text = (reports / "retrieval" / "retrieval.md").read_text()
+    assert "skipped" in text and "retrieval.source=gid15" in text, text
+    assert not (reports / "retrieval" / "retrieval.csv").exists()  # no rows, no table
+    # the trained runs are real: their metrics are scores on the folder's tree (whdld: 2 levels)
+    for run in ("flat", "bhccm_hsc", "hssn"):
+        m = json.loads((reports / "metrics" / f"{run}.json").read_text())
+        assert 0.0 <= m["mIoU_L2"] <= 1.0 and "mIoU_L3" not in m, (run, m)
+    # the figures stage: the user's tree in the tables and maps, a `skipped: <reason>` line per skipped stage
+    paper = reports / "paper"
+    index = (paper / "README.md").read_text()
+    assert index.count(": skipped: ") >= 3 and "fig_predictions.png" in index, index
+    assert "skipped: " in (paper / "transfer_s2_crop10m.md").read_text()
+    assert "skipped: " in (paper / "retrieval.md").read_text()
+    main = (paper / "main.md").read_text()
+    assert "L2" in main and "L3" not in main, main
+    assert "tables.md" in {p.name for p in (reports / "tables").iterdir()}  # the report stage on the user's tree
+    # DVC: everything up to date; an edited image under prepare.root makes prepare stale
+    assert "changed" not in _dvc(repo, "status").stdout
+    img = data / "image" / "t_0_0.tif"
+    with rasterio.open(img, "r+") as ds:
+        band = ds.read(1)
+        ds.write(band + 1, 1)
+    status = _dvc(repo, "status", "prepare").stdout
+    assert "prepare" in status and "modified" in status and str(data) in status, status

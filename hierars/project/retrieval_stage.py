@@ -2,6 +2,11 @@
 loading the archive (the synthetic one that ``prepare`` writes, or GID-15 read in place), and writing the
 stage's outputs under fixed names whatever the source.
 
+``retrieval.source: auto`` (the default) runs on prepare's synthetic archive when ``<paths.data>/processed`` has
+one (``prepare.source: synthetic``), and otherwise skips: :func:`skip_reason` says why and
+:func:`write_skipped_outputs` writes every declared output with that reason (:mod:`hierars.project.skipped`), so
+``dvc repro`` succeeds on any prepare source. ``none`` always skips.
+
 Outputs (``paths`` resolved from the repository root):
 
 - ``<models>/retrieval/``: ``segmenter/ckpt.pt``, ``tkanet.pt``, ``index.npz``;
@@ -22,13 +27,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hierars.atomic import atomic_write_json, atomic_write_text
 from hierars.hierarchy import Hierarchy
-from hierars.project.params import resolve_path, stage_paths
+from hierars.project.params import PROJ_ROOT, resolve_path, stage_paths
+from hierars.project.skipped import write_ran_status, write_skipped
 from hierars.training.config import TrainConfig
 from hierars.training.retrieval import RetrievalResult, RetrievalSplit, stratified_split
 from hierars.validation import validate
 
 __all__ = ["RetrievalStageConfig", "retrieval_config", "load_retrieval_splits", "retrieval_outputs",
-           "experiment_kwargs", "results_table", "write_retrieval_outputs", "SEGMENTER_DEFAULTS"]
+           "experiment_kwargs", "results_table", "write_retrieval_outputs", "SEGMENTER_DEFAULTS", "archive_index",
+           "effective_source", "skip_reason", "write_skipped_outputs", "STAGE"]
+
+#: the DVC stage name (in skip reports)
+STAGE = "retrieval"
+#: how to run retrieval on real data (in the skip reason)
+GID15_HINT = ("To run retrieval on real data, point it at GID-15: dvc exp run retrieval -S retrieval.source=gid15 "
+              "-S retrieval.root=<GID-15 folder> (params.yaml shows a CPU profile for it).")
 
 #: Stage-2 segmenter defaults (BHCCM + HSC on a 64-channel FPN with convnext_atto; a short CPU budget).
 SEGMENTER_DEFAULTS: dict[str, Any] = {
@@ -51,7 +64,9 @@ class RetrievalStageConfig(BaseModel):
     """``params.yaml`` → ``retrieval`` (unknown keys are errors). Defaults: the synthetic archive."""
 
     model_config = ConfigDict(extra="forbid")
-    source: Literal["synthetic", "gid15"] = "synthetic"
+    source: Literal["auto", "synthetic", "gid15", "none"] = Field(
+        "auto", description="archive: `auto` (prepare's synthetic archive when data/processed has one, else the "
+        "stage skips, with the reason), `synthetic`, `gid15` (read in place from `root`) or `none` (skip)")
     root: str | None = Field(None, description="gid15: the dataset folder (e.g. ../shared/data/gid15)")
     labels: Literal["whdld", "mm5b"] = Field("whdld", description="synthetic: pixel labels / tree of the segmenter")
     split: Literal["prepared", "stratified"] = Field(
@@ -87,6 +102,54 @@ class RetrievalStageConfig(BaseModel):
 def retrieval_config(params: Mapping[str, Any]) -> RetrievalStageConfig:
     """The validated ``retrieval`` section (defaults when absent)."""
     return validate(RetrievalStageConfig, params.get("retrieval"), "retrieval")
+
+
+def archive_index(params: Mapping[str, Any]) -> Path:
+    """``<paths.data>/processed/retrieval/index.csv``: the synthetic archive that ``prepare`` writes (synthetic
+    source with ``prepare.retrieval.per_class > 0``; no other source writes it)."""
+    return stage_paths(params)["data"] / "processed" / "retrieval" / "index.csv"
+
+
+def effective_source(params: Mapping[str, Any], cfg: RetrievalStageConfig) -> str:
+    """``synthetic``, ``gid15`` or ``none`` (skip): ``auto`` resolved by whether prepare wrote an archive."""
+    if cfg.source == "auto":
+        return "synthetic" if archive_index(params).is_file() else "none"
+    return cfg.source
+
+
+def skip_reason(params: Mapping[str, Any], cfg: RetrievalStageConfig | None = None) -> str | None:
+    """Why the stage does not run on the current settings and data (plain words, with how to make it run), or None.
+
+    Raises:
+        FileNotFoundError: ``retrieval.source: synthetic`` is asked for but prepare wrote no archive.
+    """
+    cfg = cfg or retrieval_config(params)
+    index = archive_index(params)
+    if cfg.source == "none":
+        return "retrieval.source is none: the retrieval stage is switched off. " + GID15_HINT
+    if cfg.source == "synthetic" and not index.is_file():
+        raise FileNotFoundError(f"retrieval.source is synthetic but prepare wrote no retrieval archive ({index} "
+                                "missing): run prepare with prepare.source=synthetic, or set retrieval.source to "
+                                "auto (skip when there is none) or gid15")
+    if effective_source(params, cfg) == "none":
+        processed = index.parent.parent
+        kind = "unknown"
+        if (processed / "manifest.json").is_file():
+            kind = json.loads((processed / "manifest.json").read_text()).get("kind", "unknown")
+        shown = processed.relative_to(PROJ_ROOT) if processed.is_relative_to(PROJ_ROOT) else processed
+        return (f"retrieval.source is auto and the prepared data ({shown}, prepare.source {kind!r}) has no "
+                "retrieval archive: only prepare.source=synthetic generates one (scene patches with withheld "
+                "sub-labels). " + GID15_HINT)
+    return None
+
+
+def write_skipped_outputs(params: Mapping[str, Any], reason: str) -> dict[str, Path]:
+    """Every declared output of a skipped retrieval stage (:func:`hierars.project.skipped.write_skipped`):
+    ``{"skipped": 1}`` metrics, ``retrieval.md`` + ``status.json`` with the reason, the gallery figure saying
+    "skipped", ``models/retrieval/SKIPPED.md``. No CSV table: there are no rows."""
+    out = retrieval_outputs(params)
+    return write_skipped(STAGE, reason, metrics=out["metrics"], report_dir=out["table_md"].parent,
+                         report_name=out["table_md"].name, figures=[out["gallery"]], model_dirs=[out["models"]])
 
 
 def experiment_kwargs(cfg: RetrievalStageConfig) -> dict[str, Any]:
@@ -137,8 +200,11 @@ def load_retrieval_splits(params: Mapping[str, Any], cfg: RetrievalStageConfig |
     """
     cfg = cfg or retrieval_config(params)
     seed = int(params.get("seed", 0) or 0)
+    source = effective_source(params, cfg)
+    if source == "none":
+        raise ValueError(skip_reason(params, cfg))
     h = Hierarchy.builtin(cfg.tree_name())
-    if cfg.source == "gid15":
+    if source == "gid15":
         from hierars.data import gid15_items
 
         if not cfg.root:
@@ -202,7 +268,7 @@ def write_retrieval_outputs(params: Mapping[str, Any], cfg: RetrievalStageConfig
     out["table_csv"].parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out["table_csv"], df.reset_index().to_csv(index=False, float_format="%.4f"))
     n = int(result.metrics["n_archive"])
-    lines = [f"# Retrieval ({cfg.source}): CBIR vs LCBIR vs HIR", "",
+    lines = [f"# Retrieval ({effective_source(params, cfg)}): CBIR vs LCBIR vs HIR", "",
              f"Archive {n} images, {int(result.metrics['n_query'])} queries "
              f"({int(result.metrics['n_query_residential'])} residential). Stage-1 shortlists K = {cfg.K} "
              f"(capped at the archive size {n}); stage 2 weights: w = 1, and w_{cfg.stage2_class()} = "
@@ -221,6 +287,7 @@ def write_retrieval_outputs(params: Mapping[str, Any], cfg: RetrievalStageConfig
               f"{int(result.metrics['n_residential'])} residential images; " +
               ", ".join(f"{k}: {v:.4f}" for k, v in sorted(oracle.items())), ""]
     atomic_write_text(out["table_md"], "\n".join(lines))
+    write_ran_status(STAGE, out["table_md"].parent)
     return out
 
 

@@ -12,6 +12,12 @@ Target images are normalised with the source model's statistics: Branch 2 sees w
 :func:`run_experiment` then trains the Table X variants (:data:`hierars.training.transfer.VARIANTS`) at the same
 budget and seeds, and :func:`summarise` turns them into a flat metrics dict and a table, with the paired
 per-seed difference of every variant against fine-tuning (mean and 95 % t interval).
+
+An experiment runs only where its data exist: :func:`skip_reason` reads what it needs from its own entry (the
+target and source datasets in ``<paths.data>/processed/manifest.json``, with the same bands; the Ag-Net folder for
+``agnet``) and says, in plain words, what is missing; the notebook then writes every declared output with that
+reason (:func:`write_skipped_outputs`, :mod:`hierars.project.skipped`) instead of training. So ``dvc repro``
+succeeds on any ``prepare.source``: the synthetic experiments skip on a folder of your own imagery.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torch.utils.data import Dataset, Subset
 from hierars.comparison import paired_by_seed
 from hierars.hierarchy import Hierarchy
 from hierars.project.params import resolve_path, stage_paths
+from hierars.project.skipped import write_skipped
 from hierars.project.stages import resolve_tree
 from hierars.training import TrainConfig, load_run_model, resolve_run, train_run
 from hierars.training.transfer import VARIANTS, run_transfer_table
@@ -35,7 +42,7 @@ from hierars.transfer import CrossDomainMapping
 from hierars.validation import validate
 
 __all__ = ["TransferExperiment", "TransferSection", "TransferSetup", "setup_experiment", "run_experiment",
-           "summarise"]
+           "summarise", "skip_reason", "write_skipped_outputs", "transfer_outputs"]
 
 Variant = Literal["scratch", "finetune", "cdks", "cdsa", "translu"]
 
@@ -142,14 +149,74 @@ def _agnet_datasets(exp: TransferExperiment, source_tree: Hierarchy, target_tree
     return ds("source", source_tree), ds("eval", source_tree), ds("target", target_tree), ds("eval", target_tree), stats
 
 
+def _section(params: Mapping[str, Any], name: str) -> tuple[TransferSection, TransferExperiment]:
+    section = validate(TransferSection, params.get("transfer"), "transfer")
+    if name not in section.experiments:
+        raise ValueError(f"transfer experiment {name!r} is not in transfer.experiments {sorted(section.experiments)}")
+    return section, section.experiments[name]
+
+
+def skip_reason(params: Mapping[str, Any], name: str) -> str | None:
+    """Why experiment ``name`` cannot run on the current settings and data, or None when it can.
+
+    What an experiment needs follows from its entry: ``agnet`` its ``root`` folder; any other its ``target`` and
+    its source dataset (``source``, or the ``train`` source of ``source_run``) prepared under
+    ``<paths.data>/processed`` (the Crop10m-like and WHDLD-like domains and the rgb / s2 sources: only
+    ``prepare.source: synthetic`` generates them), with the same bands (the source model reads the target's images).
+
+    Raises:
+        FileNotFoundError: ``<paths.data>/processed/manifest.json`` is missing (run the prepare stage).
+        ValueError: the ``transfer`` section or ``source_run`` is invalid (configuration errors are not skips).
+    """
+    _, exp = _section(params, name)
+    if exp.target == "agnet":
+        root = resolve_path(exp.root or "")
+        if not root.is_dir():
+            return (f"transfer experiment {name!r} reads the Ag-Net folder transfer.experiments.{name}.root = "
+                    f"{exp.root!r}, which does not exist ({root}). Set it to the Ag-Net dataset's folder.")
+        return None
+    base = resolve_run(params["train"], exp.source_run)
+    source = exp.source or base.source
+    manifest_path = stage_paths(params)["data"] / "processed" / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"transfer experiment {name!r}: {manifest_path} not found (run the prepare stage)")
+    manifest = json.loads(manifest_path.read_text())
+    datasets, kind = manifest.get("datasets", {}), manifest.get("kind", "unknown")
+    how = (f"it wrote {sorted(datasets)} for prepare.source {kind!r}. The synthetic source generates what the "
+           "default experiments (s2_crop10m, rgb_whdld) need; transfer.run lists the experiments that dvc repro runs")
+    src_what = (f"the source model's dataset {source!r} (train.runs.{exp.source_run} trains on train.source)"
+                if exp.source_run else f"the source dataset {source!r} (transfer.experiments.{name}.source)")
+    for what, ds in ((f"the target dataset {exp.target!r}", exp.target), (src_what, source)):
+        if ds not in datasets:
+            return f"transfer experiment {name!r} needs {what}, which the prepare stage did not write: {how}."
+    bands = {k: datasets[k].get("bands") for k in (source, exp.target)}
+    if bands[source] and bands[exp.target] and list(bands[source]) != list(bands[exp.target]):
+        return (f"transfer experiment {name!r}: the source model reads {source!r} bands {bands[source]}, the target "
+                f"{exp.target!r} has {bands[exp.target]}; Branch 2 needs the target's images in its own bands.")
+    return None
+
+
+def transfer_outputs(params: Mapping[str, Any], name: str) -> dict[str, Path]:
+    """The declared outputs of ``transfer@<name>`` (``dvc.yaml``)."""
+    paths = stage_paths(params)
+    return {"models": paths["models"] / f"transfer_{name}", "reports": paths["reports"] / "transfer" / name,
+            "metrics": paths["reports"] / "metrics" / f"transfer_{name}.json",
+            "figure": paths["reports"] / "figures" / f"transfer_{name}_predictions.png"}
+
+
+def write_skipped_outputs(params: Mapping[str, Any], name: str, reason: str) -> dict[str, Path]:
+    """Every declared output of a skipped ``transfer@<name>``: ``{"skipped": 1}`` metrics, ``table.md`` +
+    ``status.json`` with the reason, the prediction figure saying "skipped", ``models/transfer_<name>/SKIPPED.md``."""
+    out = transfer_outputs(params, name)
+    return write_skipped(f"transfer@{name}", reason, metrics=out["metrics"], report_dir=out["reports"],
+                         report_name="table.md", figures=[out["figure"]], model_dirs=[out["models"]])
+
+
 def setup_experiment(params: Mapping[str, Any], name: str, *, progress: bool = True) -> TransferSetup:
     """Source model (loaded or trained), target datasets and settings of experiment ``name``."""
     from hierars.data import build_dataset
 
-    section = validate(TransferSection, params.get("transfer"), "transfer")
-    if name not in section.experiments:
-        raise ValueError(f"transfer experiment {name!r} is not in transfer.experiments {sorted(section.experiments)}")
-    exp = section.experiments[name]
+    section, exp = _section(params, name)
     paths = stage_paths(params)
     data_dir = paths["data"] / "processed"
     models_dir = paths["models"]
