@@ -151,3 +151,23 @@ def test_transfer_skip_writes_every_declared_output(tmp_path: Path) -> None:
     for rel in _declared("transfer", "rgb_whdld"):
         assert (tmp_path / rel).exists(), rel
     assert "target dataset 'whdld'" in skipped_reason(tmp_path / "reports" / "transfer" / "rgb_whdld")
+
+
+# ------------------------------------------------------------------------------------------------ prepare.root
+def test_synthetic_manifest_does_not_depend_on_prepare_root(tmp_path: Path) -> None:
+    """``prepare.root`` (default ``data/own``) is a DVC dependency of prepare; the synthetic source ignores it, so
+    its manifest (part of the ``data/processed`` output DVC hashes) is the same bytes whatever the root says."""
+    from hierars.data import prepare
+    from hierars.project import prepare_config
+
+    params = yaml.safe_load((PROJ_ROOT / "tests" / "params_smoke.yaml").read_text())
+    params["prepare"].update(synthetic={"n_scenes": 2, "scene_size_m": 320, "val_every": 2},
+                             crop10m={"n_scenes": 0}, whdld={"n_scenes": 0},
+                             retrieval={"per_class": 0, "per_density": 0})
+    manifests = []
+    for k, root in enumerate((None, "data/own", str(tmp_path / "elsewhere"))):
+        params["prepare"]["root"] = root
+        prepare(prepare_config(params), tmp_path / str(k))
+        manifests.append((tmp_path / str(k) / "manifest.json").read_bytes())
+    assert manifests[0] == manifests[1] == manifests[2]
+    assert json.loads(manifests[0])["config"]["root"] is None

@@ -29,12 +29,18 @@ def resolve_tree(tree: str | Path | Hierarchy) -> Hierarchy:
 
 
 def prepare_config(params: Mapping[str, Any]):
-    """The ``prepare`` section validated (``hierars.data.PrepareConfig``), its ``root`` and tree YAML made absolute."""
+    """The ``prepare`` section validated (``hierars.data.PrepareConfig``), its ``root`` and tree YAML made absolute.
+
+    The synthetic source reads no root: ``root`` becomes None, so the manifest it writes stays free of this
+    machine's paths whatever ``prepare.root`` says (``params.yaml`` sets ``data/own``, a DVC dependency only).
+    """
     from hierars.data import PrepareConfig
 
     cfg = PrepareConfig.from_params(params)
-    update = {}
-    if cfg.root:
+    update: dict[str, Any] = {}
+    if cfg.source == "synthetic":
+        update["root"] = None
+    elif cfg.root:
         update["root"] = str(resolve_path(cfg.root))
     if cfg.hierarchy and Path(cfg.hierarchy).suffix in (".yaml", ".yml"):
         update["hierarchy"] = str(resolve_path(cfg.hierarchy))
