@@ -205,3 +205,34 @@ def test_click_on_the_map_selects_the_pixel(tmp_path) -> None:
     ex.canvas.callbacks.process("button_press_event", MouseEvent("button_press_event", ex.canvas, x, y, button=1))
     assert (ex.row.value, ex.col.value) == (r, c)
     assert all(list(m.get_xdata()) == [c] and list(m.get_ydata()) == [r] for m in ex.markers)
+
+
+def test_interactive_none_means_static_outside_a_frontend(tmp_path) -> None:
+    from hierars.project.explorer import has_interactive_frontend
+
+    assert has_interactive_frontend() is False  # plain Python, no kernel
+    logits, _ = _constructed_tile()
+    fig = explore(_data(logits), SMALL, interactive=None, out_path=tmp_path / "e.png")
+    assert isinstance(fig, matplotlib.figure.Figure) and (tmp_path / "e.png").is_file()
+
+
+def test_frontend_detection_in_a_real_kernel() -> None:
+    """The kernel sees allow_stdin of the request: True as JupyterLab sends it, False as papermill (nbclient) does."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import start_new_kernel
+
+    if "hierars" not in KernelSpecManager().find_kernel_specs():
+        pytest.skip("jupyter kernel 'hierars' is not installed")
+    km, kc = start_new_kernel(kernel_name="hierars")
+    try:
+        seen = {}
+        for allow in (True, False):
+            out = []
+            kc.execute_interactive("from hierars.project.explorer import has_interactive_frontend as f; print(f())",
+                                   allow_stdin=allow, timeout=120,
+                                   output_hook=lambda m, out=out: out.append(m["content"].get("text", "")))
+            seen[allow] = "".join(out).strip()
+        assert seen == {True: "True", False: "False"}
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

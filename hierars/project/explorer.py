@@ -7,10 +7,13 @@
 - :func:`explore` is the **path explorer**. It always writes a static figure (the tile and, for a few chosen
   pixels, the annotated tree: :func:`plot_explorer_static`); with ``interactive=True`` it also returns a widget:
   click a pixel of the prediction (ipympl canvas, when ipympl is installed) or type its row / column, and the tree
-  is redrawn with that pixel's numbers. **How papermill is told apart from JupyterLab**: by the notebook parameter
-  ``interactive`` (default True for a person in JupyterLab; ``dvc.yaml`` runs the notebook with
-  ``-p interactive False``). A kernel cannot reliably tell whether a frontend is watching, a parameter can.
-  ipywidgets / ipympl are imported only when the widget is built (they are in the ``pipeline`` extra).
+  is redrawn with that pixel's numbers. **How papermill is told apart from JupyterLab**: the notebook parameter
+  ``interactive`` (``dvc.yaml`` passes ``-p interactive False``); left at None it is decided by
+  :func:`has_interactive_frontend`: the request that runs the cell says whether its client can answer input
+  (``allow_stdin``: true from JupyterLab, VS Code, classic Notebook; false from nbclient, i.e. papermill and
+  nbconvert). Under papermill no widget is built: widget comms to a client nobody watches only cost time (and a
+  papermill run once hung waiting on them). ipywidgets / ipympl are imported only when the widget is built (they
+  are in the ``pipeline`` extra).
 - :func:`bhccm_fusion_trace` hooks a BHCCM head during one forward pass and returns, for one pixel, every term of
   the fusion equations (method-spec §1, Eqs. 1-6) with its number; :func:`fusion_table` lays one level out.
 - :func:`hsc_terms`: the parts of the HSC loss (level CE per level, path term) on a batch (Eqs. 16-24).
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
     from hierars.hierarchy import Hierarchy
 
 __all__ = ["ExplorerData", "PixelView", "explorer_data", "pixel_view", "disagreement_mask", "pick_pixels",
-           "plot_explorer_static", "explore", "bhccm_fusion_trace", "fusion_table", "hsc_terms"]
+           "plot_explorer_static", "has_interactive_frontend", "explore", "bhccm_fusion_trace", "fusion_table", "hsc_terms"]
 
 
 @dataclass
@@ -283,10 +286,24 @@ class _Explorer:
             plt.close(fig)
 
 
-def explore(data: ExplorerData, hierarchy: Hierarchy, *, interactive: bool, out_path: str | Path,
+def has_interactive_frontend() -> bool:
+    """True when this code runs in a Jupyter kernel whose current request came from a client that can interact
+    (``allow_stdin``: JupyterLab yes, papermill / nbconvert no); False outside a kernel."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    return bool(getattr(kernel, "_allow_stdin", False))
+
+
+def explore(data: ExplorerData, hierarchy: Hierarchy, *, interactive: bool | None, out_path: str | Path,
             pixels: Sequence[tuple[int, int]] | None = None, bands: Sequence[int] | None = None) -> Any:
     """The path explorer: writes the static figure to ``out_path`` (always), and returns the widget to display
-    when ``interactive`` (JupyterLab), else the static Figure (papermill). ``pixels``: default :func:`pick_pixels`."""
+    when ``interactive`` (JupyterLab), else the static Figure (papermill). ``interactive=None``:
+    :func:`has_interactive_frontend`. ``pixels``: default :func:`pick_pixels`."""
+    if interactive is None:
+        interactive = has_interactive_frontend()
     pixels = list(pixels) if pixels is not None else pick_pixels(data)
     fig = plot_explorer_static(data, hierarchy, pixels, out_path, bands)
     if not interactive:
