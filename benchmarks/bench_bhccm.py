@@ -5,8 +5,13 @@ Measures, and writes to ``reports/benchmarks/bhccm.json``:
 1. **Training step time** (forward + loss + backward + AdamW step) of BHCCM + HSC vs flat + CE with the
    same encoder, decoder and batch; the two models' steps are interleaved (flat, bhccm, flat, ...) so a
    shared CPU's load affects both alike. Warm-up steps, then the median of N steps. Target: ratio <= 1.10.
-   A breakdown times, forward + backward on fixed decoder features: the head alone (at decoder
-   resolution), head + smp's ×4 upsampling, + CE, and BHCCM + HSC, to show where the extra time goes.
+   By default with 1 torch thread, timed with ``time.thread_time`` (the CPU time of the one thread doing
+   the work, which other processes on a shared machine inflate far less than wall time); ``--threads 2``
+   times wall clock instead. Settings: the pipeline's default (``fpn64_convnext_atto_10x64``: FPN with 64
+   decoder channels, convnext_atto, 10 bands, 64×64 tiles, as in ``params.yaml``), a 128-px variant, and
+   design.md's UPerNet 224². Also timed: forward + loss alone (so backward + step = step − forward), and,
+   forward + backward on fixed decoder features: the head alone (at decoder resolution), head + smp's ×4
+   upsampling, + CE, and BHCCM + HSC, to show where the extra time goes.
 2. **JSPS time as a fraction of the model's forward pass** at 512×512, 18 paths (mm5b tree). Target <= 10%.
 3. **Peak memory of the path scores** B·P·H·W: the analytic size (4 bytes each) and the measured peak of
    the allocations made by ``path_scores`` (inference) and by the path-KL term forward + backward
@@ -14,7 +19,7 @@ Measures, and writes to ``reports/benchmarks/bhccm.json``:
 
 Usage (from the repo root)::
 
-    .venv/bin/python benchmarks/bench_bhccm.py                 # all settings, ~3-5 min on 2 cores
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_bhccm.py   # all settings, 1 thread, ~5-8 min
     .venv/bin/python benchmarks/bench_bhccm.py --quick         # a few steps, for a smoke run
 """
 
@@ -25,6 +30,7 @@ import json
 import platform
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,17 +49,22 @@ from hierars.losses import HierarchicalCELoss, HSCLoss, path_kl, path_scores  # 
 from hierars.models import build_model  # noqa: E402
 from hierars.project import resolve_path  # noqa: E402
 
-#: (name, arch, encoder, in_channels, size, decoder_channels): the default CPU profile, then design.md's
-#: UPerNet reference (1.45 s flat / 1.69 s BHCCM+HSC measured there, ratio 1.17).
+#: (name, arch, encoder, in_channels, size, decoder_channels): the pipeline's default CPU profile (64-px
+#: tiles, params.yaml ``train``), its 128-px variant, then design.md's UPerNet reference (1.45 s flat /
+#: 1.69 s BHCCM+HSC measured there, ratio 1.17).
 TRAIN_SETTINGS = [
+    ("fpn64_convnext_atto_10x64", "fpn", "tu-convnext_atto", 10, 64, 64),
     ("fpn64_convnext_atto_10x128", "fpn", "tu-convnext_atto", 10, 128, 64),
     ("upernet_convnext_atto_3x224", "upernet", "tu-convnext_atto", 3, 224, None),
 ]
 
 
 def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: int, dec: int | None,
-                     batch: int, warmup: int, steps: int) -> dict:
-    """Flat + CE vs BHCCM + HSC: whole training step, and head + loss alone."""
+                     batch: int, warmup: int, steps: int, clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Flat + CE vs BHCCM + HSC: whole training step, forward + loss alone, and head + loss alone.
+
+    ``clock``: ``time.perf_counter`` (wall) or ``time.thread_time`` (with 1 torch thread).
+    """
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, in_ch, size, size, generator=g)
     leaf = torch.randint(0, h.num_classes[-1], (batch, size, size), generator=g)
@@ -69,11 +80,16 @@ def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: in
             loss(model(x), y).backward()
             opt.step()
 
-        setups[name] = (model, step)
-    times = median_times({k: v[1] for k, v in setups.items()}, warmup, steps)
+        def forward(model=model, loss=loss) -> None:
+            loss(model(x), y)  # the graph is built (as in a step) and dropped
+
+        setups[name] = (model, step, forward)
+    times = median_times({k: v[1] for k, v in setups.items()}, warmup, steps, clock)
     res = {k: summary(v) for k, v in times.items()}
+    fwd = median_times({k: v[2] for k, v in setups.items()}, 1, max(3, steps // 2), clock)
+    forward_s = {k: statistics.median(v) for k, v in fwd.items()}
     ratio = res["bhccm_hsc"]["median_s"] / res["flat_ce"]["median_s"]
-    params = {k: sum(p.numel() for p in m.parameters()) for k, (m, _) in setups.items()}
+    params = {k: sum(p.numel() for p in m.parameters()) for k, (m, _, _) in setups.items()}
 
     # breakdown: segmentation head (+ smp upsampling) + loss, forward + backward, on fixed decoder features
     flat_model, bh_model = setups["flat_ce"][0], setups["bhccm_hsc"][0]
@@ -99,13 +115,16 @@ def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: in
         "flat_ce": head_loss(flat_model, HierarchicalCELoss()),
         "bhccm_ce": head_loss(bh_model, HierarchicalCELoss()),
         "bhccm_hsc": head_loss(bh_model, HSCLoss(h)),
-    }, warmup=2, steps=max(3, steps // 2))
+    }, warmup=2, steps=max(3, steps // 2), clock=clock)
     breakdown = {k: statistics.median(v) for k, v in parts.items()}
     return {
         "arch": arch, "encoder": encoder, "in_channels": in_ch, "size": size, "batch": batch,
         "decoder_channels": dec or "smp default", "decoder_feature_shape": list(feats.shape),
         "params": params, "param_overhead": params["bhccm_hsc"] - params["flat_ce"],
+        "clock": clock.__name__, "threads": torch.get_num_threads(),
         "step": res, "ratio_bhccm_hsc_over_flat": ratio, "target_ratio": 1.10, "meets_target": ratio <= 1.10,
+        "forward_and_loss_s": forward_s,
+        "backward_and_step_s": {k: res[k]["median_s"] - forward_s[k] for k in forward_s},
         "head_plus_loss_fwd_bwd_s": breakdown,
         "extra_time_s": res["bhccm_hsc"]["median_s"] - res["flat_ce"]["median_s"],
         "extra_time_explained_by_head_and_loss_s": breakdown["bhccm_hsc"] - breakdown["flat_ce"],
@@ -180,7 +199,8 @@ def bench_path_memory(h: Hierarchy, size: int, batch: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch.set_num_threads (default 1: step times are then thread_time, else wall time)")
     ap.add_argument("--batch", type=int, default=8, help="training batch size")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per model")
@@ -195,17 +215,19 @@ def main(argv: list[str] | None = None) -> dict:
     if a.quick:
         a.warmup, a.steps, a.jsps_size, a.mem_batch, a.batch = 1, 3, 128, 2, 2
     torch.set_num_threads(a.threads)
+    clock = time.thread_time if a.threads == 1 else time.perf_counter
     h = Hierarchy.builtin("mm5b")
     report: dict = {"hierarchy": h.name, "num_classes": list(h.num_classes), "threads": a.threads,
+                    "step_clock": clock.__name__,
                     "torch": torch.__version__, "machine": platform.machine(), "cpu_count": torch.get_num_threads(),
                     "quick": a.quick, "train_step": {}}
     for name, arch, enc, in_ch, size, dec in TRAIN_SETTINGS:
         if name not in a.settings:
             continue
         size = min(size, 64) if a.quick else size
-        r = bench_train_step(h, arch, enc, in_ch, size, dec, a.batch, a.warmup, a.steps)
+        r = bench_train_step(h, arch, enc, in_ch, size, dec, a.batch, a.warmup, a.steps, clock)
         report["train_step"][name] = r
-        print(f"[train step] {name}: flat {r['step']['flat_ce']['median_s']:.3f}s, "
+        print(f"[train step, {clock.__name__}] {name}: flat {r['step']['flat_ce']['median_s']:.3f}s, "
               f"bhccm+hsc {r['step']['bhccm_hsc']['median_s']:.3f}s, ratio {r['ratio_bhccm_hsc_over_flat']:.3f} "
               f"(target <= 1.10: {'ok' if r['meets_target'] else 'MISSED'}); head+loss fwd/bwd: "
               + ", ".join(f"{k} {v:.3f}s" for k, v in r["head_plus_loss_fwd_bwd_s"].items()), flush=True)

@@ -7,21 +7,26 @@ import time
 from collections.abc import Callable
 
 
-def median_times(fns: dict[str, Callable[[], None]], warmup: int, steps: int) -> dict[str, list[float]]:
-    """Run each function ``warmup`` times, then ``steps`` times interleaved (side by side); per-call wall times."""
+def median_times(fns: dict[str, Callable[[], None]], warmup: int, steps: int,
+                 clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Run each function ``warmup`` times, then ``steps`` times interleaved (side by side); per-call times.
+
+    ``clock``: ``time.perf_counter`` (wall, the default) or ``time.thread_time`` (CPU time of the calling
+    thread: with ``torch.set_num_threads(1)`` all of the work, and not inflated by other processes' CPU use).
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(steps):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t = clock()
             fn()
-            times[name].append(time.perf_counter() - t)
+            times[name].append(clock() - t)
     return times
 
 
 def summary(ts: list[float]) -> dict[str, float]:
-    """Median and quartiles of wall times (seconds)."""
+    """Median and quartiles of times (seconds)."""
     q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
     return {"median_s": statistics.median(ts), "q1_s": q[0], "q3_s": q[2], "n": len(ts)}

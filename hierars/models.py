@@ -32,6 +32,7 @@ from timm.models import adapt_input_conv
 from torch import nn
 
 from hierars.heads import HEADS, build_head
+from hierars.levels import apply_upsampling
 
 if TYPE_CHECKING:
     from hierars.hierarchy import Hierarchy
@@ -61,7 +62,7 @@ class HierarchicalSegmentationHead(nn.Module):
         return self.head.num_levels_out
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [self.upsampling(z) for z in self.head(x)]
+        return [apply_upsampling(self.upsampling, z) for z in self.head(x)]
 
 
 def decoder_out_channels(segmentation_head: nn.Module) -> int:

@@ -1,5 +1,8 @@
 """The faster BHCCM + HSC code (issue 14, step time) computes what the previous code computed.
 
+Also: the level logits' ×4 upsampling by interpolation matrices (``hierars.levels.resize_bilinear``) equals
+``F.interpolate`` / smp's ``nn.Upsample``, values and gradients.
+
 The references below are the previous implementations, kept verbatim in spirit: HSC as one log-softmax per
 level, path scores s(p) = Σ_l log softmax(Y_l)[p_l] (B×P×H×W), ``logsumexp_P s − s(p*)`` through autograd;
 the Merging Block with its NCHW 7×7 conv, and one 1×1 conv per level head. Values and gradients (of the
@@ -17,7 +20,9 @@ import torch.nn.functional as F
 
 from hierars.heads import BHCCM, FUSIONS, MergingBlock
 from hierars.hierarchy import Hierarchy
+from hierars.levels import apply_upsampling, resize_bilinear
 from hierars.losses import HSCLoss, hsc_loss, path_kl
+from hierars.models import build_model
 
 MM5B = Hierarchy.builtin("mm5b")
 IGN = 255
@@ -207,3 +212,39 @@ def test_bhccm_level_logits_match_one_conv_per_level():
     x = torch.randn(2, 8, 5, 6)
     for z, conv in zip(head.level_logits(x), head.heads, strict=True):
         torch.testing.assert_close(z, conv(x), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- upsampling of the level logits
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("shape,scale", [((16, 16), 4.0), ((7, 5), 4.0), ((9, 12), 2.0), ((40, 36), 4.0)])
+def test_resize_bilinear_equals_interpolate_values_and_gradients(align_corners, shape, scale):
+    """Small inputs go through the interpolation matrices, large ones (40×36 > MATMUL_MAX_SIDE) through
+    F.interpolate: both must equal F.interpolate(scale_factor=...) and its backward."""
+    z = torch.randn(2, 5, *shape, dtype=torch.float64, requires_grad=True)
+    size = (int(shape[0] * scale), int(shape[1] * scale))
+    new = resize_bilinear(z, size, align_corners, scale)
+    ref = F.interpolate(z, scale_factor=scale, mode="bilinear", align_corners=align_corners)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(new, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(new, z, g)[0], torch.autograd.grad(ref, z, g)[0], rtol=0, atol=1e-12)
+    odd = (size[0] + 3, size[1] - 1)  # a size that is no multiple of the input
+    torch.testing.assert_close(resize_bilinear(z, odd, align_corners),
+                               F.interpolate(z, size=odd, mode="bilinear", align_corners=align_corners),
+                               rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("head", ["flat", "bhccm"])
+def test_model_outputs_equal_smp_upsampling_module(head):
+    """build_model's head output (resize_bilinear) equals smp's own nn.Upsample applied to every level."""
+    torch.manual_seed(0)
+    model = build_model("fpn", "tu-convnext_atto", 4, MM5B, head=head, decoder_channels=32).eval()
+    x = torch.randn(2, 4, 64, 64)
+    up = model.segmentation_head.upsampling
+    assert isinstance(up, torch.nn.Upsample) and up.mode == "bilinear"
+    with torch.no_grad():
+        feats = model.decoder(model.encoder(x))
+        levels = model.segmentation_head.head(feats)
+        for a, b in zip(model.segmentation_head(feats), [up(z) for z in levels], strict=True):
+            assert a.shape == b.shape == (2, a.shape[1], 64, 64)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert apply_upsampling(torch.nn.Identity(), levels[0]) is levels[0]
