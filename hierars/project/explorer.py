@@ -172,8 +172,8 @@ def plot_explorer_static(data: ExplorerData, hierarchy: Hierarchy, pixels: Seque
     L, P = hierarchy.num_levels, len(hierarchy.paths)
     n = len(pixels)
     tree_w = 2.6 * L + 1.2
-    fig = plt.figure(figsize=(max(tree_w * n, 3.0 * len(maps)), 3.4 + 0.34 * P + 1.6))
-    gs = fig.add_gridspec(2, 1, height_ratios=[3.0, 0.34 * P + 1.6], hspace=0.12)
+    fig = plt.figure(figsize=(max(tree_w * n, 3.0 * len(maps)), 4.6 + 0.34 * P + 1.6))
+    gs = fig.add_gridspec(2, 1, height_ratios=[4.4, 0.34 * P + 1.6], hspace=0.14)
     top = gs[0].subgridspec(1, len(maps), wspace=0.05)
     bottom = gs[1].subgridspec(1, n, wspace=0.15)
     differ = disagreement_mask(data).numpy()
