@@ -1,4 +1,5 @@
-"""The path explorer and the teaching helpers: one pixel's numbers agree with hierars' decoders and losses."""
+"""The path explorer (project/explorer.py) and the teaching numbers (project/teaching.py): one pixel's numbers agree
+with hierars' decoders, heads and losses."""
 
 from __future__ import annotations
 
@@ -21,15 +22,13 @@ from hierars.losses import hsc_loss, path_scores  # noqa: E402
 from hierars.models import HierarchicalSegmentationHead  # noqa: E402
 from hierars.project.explorer import (  # noqa: E402
     ExplorerData,
-    bhccm_fusion_trace,
     disagreement_mask,
     explore,
     explorer_data,
-    fusion_table,
-    hsc_terms,
     pick_pixels,
     pixel_view,
 )
+from hierars.project.teaching import bhccm_fusion_trace, fusion_table, hsc_terms  # noqa: E402
 
 SMALL = Hierarchy({"A": ["a1", "a2"], "B": ["b1"]}, name="small")
 
