@@ -73,6 +73,9 @@ def _copy_checkout(dst: Path, data_root: Path | None, tiny: dict | None = None) 
         params["prepare"].update(source="folder", root=str(data_root), hierarchy="whdld")
         params["prepare"]["folder"].update(ignore=[0], tile_size=64)
         params["train"]["source"] = "folder"
+    for run in params["train"]["runs"].values():  # a run's own budget or seeds would override the tiny profile
+        for key in ("iterations", "eval_interval", "batch_size", "seed", "seeds", "max_val_samples"):
+            run.pop(key, None)
     params["train"].update({"iterations": 6, "batch_size": 2, "eval_interval": 6, "log_interval": 1, "seeds": [0],
                             "decoder_channels": 32, "num_threads": 1, "max_val_samples": 4, **(tiny or {})})
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
