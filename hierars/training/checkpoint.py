@@ -28,7 +28,7 @@ __all__ = ["save_checkpoint", "load_checkpoint", "check_resume_config", "RESUME_
 #: Config fields that may change between a checkpoint and a resumed run without changing the result.
 RESUME_FREE_FIELDS = frozenset(
     {"eval_interval", "ckpt_interval", "log_interval", "num_workers", "num_threads", "eval_batch_size",
-     "jsps", "seeds", "max_val_samples", "progress"}
+     "jsps", "seeds", "max_val_samples", "progress", "seed_workers"}
 )
 
 

@@ -67,7 +67,11 @@ class TrainConfig(BaseModel):
     seed: int = 0
     seeds: list[int] | None = Field(None, description="train one model per seed (overrides `seed`)")
     num_workers: int = Field(0, ge=0)
-    num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads; None keeps the default")
+    num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads; None keeps the default. With "
+                                    "seed_workers > 1: the threads shared out among the workers (at least 1 each)")
+    seed_workers: int = Field(1, ge=1, description="train this many seeds at once, one forked process each (Linux; "
+                              "elsewhere, under torchrun, or with one seed: one after another). Same results as "
+                              "one after another with the same threads per seed")
     device: str = "cpu"
 
     @model_validator(mode="after")

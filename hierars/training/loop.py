@@ -98,7 +98,8 @@ def _eval_modes(cfg: TrainConfig) -> tuple[str, ...]:
 def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | None, hierarchy: Hierarchy,
         cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, *,
         metrics_path: str | os.PathLike | None = None, curve_path: str | os.PathLike | None = None,
-        meta: Mapping[str, Any] | None = None, resume_dir: str | os.PathLike | None = None) -> dict[str, float]:
+        meta: Mapping[str, Any] | None = None, resume_dir: str | os.PathLike | None = None,
+        on_step: Callable[[int], None] | None = None) -> dict[str, float]:
     """Train ``model`` for ``cfg.iterations`` steps with ``cfg.seed``; evaluate; write outputs.
 
     Args:
@@ -114,6 +115,8 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
             spec; :func:`hierars.training.checkpoint.model_metadata`), stored in every checkpoint.
         resume_dir: where periodic checkpoints go (default ``out_dir``); at the end it keeps a hard link to the
             final checkpoint (no extra space), so a failure after ``fit`` does not lose the training.
+        on_step: called with a number of finished iterations: once with the resumed start (or all iterations for a
+            finished checkpoint), then with 1 after every step (:mod:`hierars.training.parallel`'s progress).
 
     Raises:
         TrainingInterrupted: SIGINT / SIGTERM arrived; a checkpoint was written first.
@@ -162,6 +165,8 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
                  "acc": dict(saved["loss_acc"]), "seconds": float(saved.get("train_seconds", 0.0))}
         log.info("resuming %s at iteration %d/%d", from_path, state["start"], cfg.iterations)
         if state["start"] >= cfg.iterations and saved.get("metrics"):
+            if on_step is not None:
+                on_step(cfg.iterations)
             if info.is_main:
                 if from_path != ckpt_path:
                     save_checkpoint(ckpt_path, saved)
@@ -170,6 +175,8 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
             distributed.barrier()
             return dict(saved["metrics"])
 
+    if on_step is not None and state["start"]:
+        on_step(state["start"])
     augment, loader = _augmenter(cfg, hierarchy), _batches(train_ds, cfg, state["start"], info)
     if saved is not None:
         set_rng_state(saved["rng"])  # after building the loader: nothing below draws from it but training
@@ -225,6 +232,8 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
             acc["sum"] += last_loss
             acc["n"] += 1
             pbar.update(1)
+            if on_step is not None:
+                on_step(1)
             row: dict[str, Any] | None = None
             if step % cfg.log_interval == 0 or step == cfg.iterations:
                 row = {"iteration": step, "loss": acc["sum"] / max(1, acc["n"]), "lr": lr}

@@ -33,6 +33,7 @@ from hierars.training.guards import check_checkpoint_tree, load_state_checked
 from hierars.training.loop import fit
 from hierars.training.model_card import write_model_card
 from hierars.training.optim import build_loss
+from hierars.training.parallel import can_fork, run_seed_tasks
 from hierars.training.resume import RESUME_FOLDER, prune_stale_resume, resume_dir, resume_key
 from hierars.training.seeding import seed_everything
 from hierars.validation import validate
@@ -75,7 +76,9 @@ def train_run(run: str, cfg: TrainConfig, hierarchy: Hierarchy, train_ds: Datase
               report_name: str | None = None, resume_root: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train one named run for every seed of ``cfg.seed_list`` and aggregate (mean ± half-range).
 
-    The model is built after seeding with each seed, so initialisation differs between seeds. ``build(seed_cfg,
+    The model is built after seeding with each seed, so initialisation differs between seeds. With
+    ``cfg.seed_workers > 1`` the seeds train at the same time in forked processes sharing ``cfg.num_threads``
+    (:mod:`hierars.training.parallel`); each seed's result is the same as in the sequential loop. ``build(seed_cfg,
     in_channels) -> (model, loss_fn)`` replaces the default (:func:`build_run_model` + :func:`build_loss`), e.g.
     for the transfer variants; ``report_name`` (default ``run``) names the files under ``reports_dir``.
 
@@ -98,23 +101,42 @@ def train_run(run: str, cfg: TrainConfig, hierarchy: Hierarchy, train_ds: Datase
         raise ValueError(f"run name must be a plain non-empty name, got {run!r}")
     in_channels = int(train_ds[0]["image"].shape[0])
     models_dir, reports_dir = Path(models_dir), Path(reports_dir)
-    per_seed, curves, ckpts = [], [], []
+    curves, ckpts = [], []
     meta = run_metadata(cfg, hierarchy, in_channels, train_ds, val_ds, rebuildable=build is None)
     root = Path(resume_root) if resume_root is not None else models_dir / RESUME_FOLDER
     key = resume_key(cfg, hierarchy, train_ds, val_ds)
     if resume and distributed.is_main():
         prune_stale_resume(root, run, key)
+    workers = min(cfg.seed_workers, len(cfg.seed_list))
+    if workers > 1 and (distributed.current().enabled or not can_fork()):
+        log.info("seed_workers=%d: seeds run one after another here (%s)", workers,
+                 "under torchrun" if distributed.current().enabled else "no fork on this platform")
+        workers = 1
+    threads = max(1, (cfg.num_threads or torch.get_num_threads()) // workers) if workers > 1 else cfg.num_threads
+
+    def seed_task(seed: int) -> Callable[[Callable[[int], None] | None], dict[str, float]]:
+        seed_cfg = cfg.model_copy(update={"seed": seed, "seeds": None, "num_threads": threads,
+                                          "progress": cfg.progress and workers == 1})
+
+        def task(on_step: Callable[[int], None] | None = None) -> dict[str, float]:
+            seed_everything(seed)  # before building: initialisation differs between seeds
+            if build is None:
+                model, loss_fn = build_run_model(seed_cfg, hierarchy, in_channels), build_loss(seed_cfg, hierarchy)
+            else:
+                model, loss_fn = build(seed_cfg, in_channels)
+            return fit(model, loss_fn, train_ds, val_ds, hierarchy, seed_cfg, models_dir / run / f"seed{seed}",
+                       resume, resume_dir=resume_dir(root, run, key, seed), meta=meta, on_step=on_step)
+
+        return task
+
+    tasks = [seed_task(seed) for seed in cfg.seed_list]
+    if workers > 1:
+        per_seed = run_seed_tasks(tasks, [f"seed {s}" for s in cfg.seed_list], workers, threads,
+                                  cfg.iterations * len(tasks), desc=f"train {run}", progress=cfg.progress)
+    else:
+        per_seed = [task() for task in tasks]
     for seed in cfg.seed_list:
-        seed_cfg = cfg.model_copy(update={"seed": seed, "seeds": None})
-        seed_everything(seed)
-        if build is None:
-            model, loss_fn = build_run_model(seed_cfg, hierarchy, in_channels), build_loss(seed_cfg, hierarchy)
-        else:
-            model, loss_fn = build(seed_cfg, in_channels)
         out = models_dir / run / f"seed{seed}"
-        metrics = fit(model, loss_fn, train_ds, val_ds, hierarchy, seed_cfg, out, resume,
-                      resume_dir=resume_dir(root, run, key, seed), meta=meta)
-        per_seed.append(metrics)
         ckpts.append(out / "ckpt.pt")
         with (out / "curve.csv").open(newline="") as fh:
             curves += [{"seed": seed, **row} for row in csv.DictReader(fh)]
