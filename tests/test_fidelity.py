@@ -46,3 +46,26 @@ def test_missing_folder_and_errors(tmp_path):
         (tmp_path / "errors" / f"{run}_seed{seed}.json").write_text(json.dumps({"run": run, "seed": seed}))
     df = load_errors(tmp_path, ["flat", "hssn"])
     assert list(zip(df["run"], df["seed"], strict=True)) == [("flat", 0), ("flat", 1), ("hssn", 0)]
+
+
+def test_budget_check_pairs_the_pipeline_with_the_study(tmp_path):
+    from hierars.project.fidelity import budget_check, load_pipeline_curves
+
+    study = tmp_path / "study"
+    for seed, noise in ((0, 0.0), (1, 0.02), (2, -0.02)):
+        _write(study, "flat", seed, [(450, 0.24 + noise), (900, 0.25 + noise)])
+    # the pipeline's train stage writes one CSV per run with every seed (seed 3 has no study counterpart)
+    rows = [{"seed": seed, "iteration": it, "loss": 1.0, **{f"val_mIoU_L{lv}_jsps": v + noise + 0.1 * (3 - lv)
+                                                             for lv in (1, 2, 3)}}
+            for seed, noise in ((0, 0.0), (1, 0.02), (2, -0.02), (3, 0.5)) for it, v in ((150, 0.1), (300, 0.2))]
+    (tmp_path / "reports" / "plots").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(tmp_path / "reports" / "plots" / "flat_curve.csv", index=False)
+    pipeline = load_pipeline_curves(tmp_path / "reports", ["flat", "bhccm_hsc"])
+    assert list(pipeline) == ["flat"]
+    check = budget_check(pipeline, load_curves(study, ["flat"]), levels=3)
+    row = check[(check["run"] == "flat") & (check["level"] == "L3")].iloc[0]
+    assert row["study (900 it)"] == pytest.approx(25.0)
+    assert row["pipeline (300 it)"] == pytest.approx(20.0) and row["seeds"] == "0,1,2"  # seed 3: not in the study
+    # paired on seeds 0-2 only: exactly -5 points for each of them
+    assert row["pipeline − study"].startswith("-5.0 [") and "worse" in row["pipeline − study"]
+    assert row["pipeline − study"].endswith("(n=3)")

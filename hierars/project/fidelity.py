@@ -104,6 +104,42 @@ def final_table(curves: dict[str, pd.DataFrame], levels: int, baseline: str = "f
     return pd.DataFrame(rows).set_index("run")
 
 
+def load_pipeline_curves(reports_dir: str | Path, runs: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """``{run: DataFrame}`` of the train stage's ``reports_dir/plots/<run>_curve.csv`` (every seed, ``seed`` column),
+    in ``runs`` order; runs the pipeline has not trained are left out."""
+    out = {}
+    for run in runs:
+        path = Path(reports_dir) / "plots" / f"{run}_curve.csv"
+        if path.is_file():
+            out[run] = pd.read_csv(path)
+    return out
+
+
+def budget_check(pipeline: dict[str, pd.DataFrame], study: dict[str, pd.DataFrame], levels: int) -> pd.DataFrame:
+    """Does the pipeline's budget reach the study's end? Per run and level: the pipeline's final validation mIoU
+    (%) and the study's final one, both over the seeds the two have in common, and their paired difference
+    pipeline − study (percentage points, 95 % t interval; "no measurable difference" when the interval holds 0).
+    Runs without a common seed are left out."""
+    rows = []
+    for run, df in pipeline.items():
+        if run not in study:
+            continue
+        p_it = int(df["iteration"].max())
+        s_it = int(study[run]["iteration"].max())
+        for level in range(levels, 0, -1):
+            col = metric_name(level)
+            a, b = _final(df, col), _final(study[run], col)
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            d = paired_by_seed(a, b)
+            rows.append({"run": run, "level": f"L{level}", "seeds": ",".join(map(str, seeds)),
+                         f"pipeline ({p_it} it)": 100 * sum(a[s] for s in seeds) / len(seeds),
+                         f"study ({s_it} it)": 100 * sum(b[s] for s in seeds) / len(seeds),
+                         "pipeline − study": f"{d.format()} (n={d.n})"})
+    return pd.DataFrame(rows).round(1)
+
+
 def budget_table(curves: dict[str, pd.DataFrame], level: int, baseline: str = "flat") -> pd.DataFrame:
     """Paired difference from ``baseline`` at ``level`` at every evaluated iteration (rows) for every other run
     (columns): where, along the budget, the ordering of the methods changes."""
