@@ -200,3 +200,35 @@ def test_augmentation_keeps_image_and_mask_aligned():
     assert (img3[:, 0][ok].round().long() == m3[:, 0][ok]).float().mean() > 0.8
     sample = aug({"image": image[0], "mask": mask[0], "meta": {"path": "x"}})
     assert sample["image"].shape == image[0].shape and sample["meta"]["path"] == "x"
+
+
+def test_tile_cache_same_values_copies_and_budget(tmp_path):
+    import pickle
+
+    _pair(tmp_path, shape=(40, 48), nodata=0)
+    items = folder_items(tmp_path / "image", tmp_path / "label")
+    plain = GeoTiffDataset(items, TREE, tile_size=32, mean=[50, 50, 50], std=[9, 9, 9], cache_mb=0)
+    cached = GeoTiffDataset(items, TREE, tile_size=32, mean=[50, 50, 50], std=[9, 9, 9])
+    first = [cached[i] for i in range(len(cached))]
+    assert cached._cached_bytes > 0 and plain._cached_bytes == 0
+    first[0]["image"].fill_(1e6)  # a caller writing into a sample must not change the cache
+    first[0]["mask"].fill_(0)
+    for _ in range(2):
+        for i in range(len(plain)):
+            a, b = plain[i], cached[i]
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    # the budget bounds what is kept: room for 1.5 tiles keeps one
+    tile_bytes = cached._cached_bytes // len(cached)
+    small = GeoTiffDataset(items, TREE, tile_size=32, cache_mb=1.5 * tile_bytes / 2**20)
+    for i in range(len(small)):
+        small[i]
+    assert len(small._cache) == 1 and small._cached_bytes == tile_bytes
+    assert pickle.loads(pickle.dumps(cached))._cache == {}  # a DataLoader worker's copy starts empty
+    # the cache really serves the tiles: with the files gone, the cached dataset still reads, the plain one fails
+    for f in (tmp_path / "image").glob("*.tif"):
+        f.unlink()
+    assert torch.equal(cached[1]["image"], first[1]["image"])
+    with pytest.raises(FileNotFoundError, match="raster not found"):
+        plain[1]
+    with pytest.raises(ValueError, match="cache_mb"):
+        GeoTiffDataset(items, TREE, cache_mb=-1)

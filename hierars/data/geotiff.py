@@ -81,6 +81,11 @@ class GeoTiffDataset(Dataset):
         check: validate every pair's headers now (missing / unreadable files, band counts, shapes).
         band_indexes: 1-based bands to read (GDAL numbering; None = all), e.g. ``[4, 3, 2]``.
         band_names: names of the bands read (kept as ``self.band_names``, e.g. for a checkpoint).
+        cache_mb: keep decoded tiles (image, nodata mask, encoded labels) in memory up to this many MB per process,
+            so that an epoch after the first reads no file: opening a GeoTIFF costs milliseconds, and on small
+            tiles it was 40 % of a CPU training step (0.10 s of 0.26 s for a batch of eight 64-px 10-band tiles).
+            Tiles beyond the budget are read from disk every time; 0 turns the cache off. Values are the same
+            either way (normalisation and transforms apply after the cache, to a copy).
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class GeoTiffDataset(Dataset):
         check: bool = True,
         band_indexes: Sequence[int] | None = None,
         band_names: Sequence[str] | None = None,
+        cache_mb: float = 256.0,
     ) -> None:
         if not items:
             raise ValueError(f"GeoTiffDataset({source!r}): no rasters given (empty folder or split?)")
@@ -110,6 +116,11 @@ class GeoTiffDataset(Dataset):
         self.image_nodata = image_nodata
         self.band_indexes = [int(b) for b in band_indexes] if band_indexes is not None else None
         self.band_names = list(band_names) if band_names is not None else None
+        if cache_mb < 0:
+            raise ValueError(f"GeoTiffDataset({source!r}): cache_mb must be >= 0, got {cache_mb}")
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._cached_bytes = 0
         if self.band_indexes is not None:
             num_bands = len(self.band_indexes)
         self._known = set(v for vs in hierarchy.leaf_raw_values.values() for v in vs) | set(
@@ -256,12 +267,32 @@ class GeoTiffDataset(Dataset):
         mask[:, torch.from_numpy(invalid)] = ign
         return mask
 
-    def __getitem__(self, idx: int) -> dict:
+    def _read_tile(self, idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tile ``idx`` decoded: image C×T×T float32 (raw values), invalid T×T bool, mask L×T×T int64 (255 where
+        invalid); from the cache when it holds the tile (copies: callers may write into them)."""
+        hit = self._cache.get(idx)
+        if hit is not None:
+            return hit[0].clone(), hit[1].clone(), hit[2].clone()
         i, win = self.index[idx]
         it = self.items[i]
         image, invalid = self._read_image(it, win)
         mask = self._read_label(it, win, tuple(image.shape[1:]))
         mask[:, invalid] = self.hierarchy.ignore_index
+        size = sum(t.numel() * t.element_size() for t in (image, invalid, mask))
+        if self._cached_bytes + size <= self.cache_bytes:
+            self._cache[idx] = (image.clone(), invalid.clone(), mask.clone())
+            self._cached_bytes += size
+        return image, invalid, mask
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()  # DataLoader workers / pickling: each process fills its own cache
+        state["_cache"], state["_cached_bytes"] = {}, 0
+        return state
+
+    def __getitem__(self, idx: int) -> dict:
+        i, win = self.index[idx]
+        it = self.items[i]
+        image, invalid, mask = self._read_tile(idx)
         if self.mean is not None:
             image = (image - self.mean) / self.std
             image[:, invalid] = 0.0
