@@ -24,7 +24,11 @@ HERE = Path(__file__).resolve().parent
 #: Tolerances of 2 processes x batch B against 1 process x batch 2B (same global batch, no dropout, no ignored
 #: pixels): only the order of floating-point sums differs (DDP's gradient all-reduce, per-rank loss means).
 LOSS_RTOL = 1e-5   # measured: <= 2e-7 relative over 6 AdamW steps
-WEIGHT_ATOL = 1e-4  # measured: 1.3e-5 max |difference| over all weights (magnitudes up to ~1)
+WEIGHT_ATOL = 5e-4  # measured: 2.1e-4 max |difference| over all weights (magnitudes up to ~1); 1.1e-5-2.9e-5
+# with F.interpolate instead of levels.resize_bilinear's matmul upsampling, whose GEMM blocking (summation order)
+# depends on the batch size (2 per rank vs 4); AdamW's first steps move a weight by ~lr whatever the gradient's
+# size, so tiny gradients that differ in rounding give differences of a fraction of lr = 1e-3. A real DDP fault
+# (gradients not averaged, a rank on other samples) moves weights by several lr (6 steps: up to 6e-3).
 
 
 def _env() -> dict[str, str]:

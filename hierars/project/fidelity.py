@@ -128,6 +128,8 @@ def budget_check(pipeline: dict[str, pd.DataFrame], study: dict[str, pd.DataFram
         s_it = int(study[run]["iteration"].max())
         for level in range(levels, 0, -1):
             col = metric_name(level)
+            if col not in df or col not in study[run]:  # another tree (fewer levels): nothing to pair
+                continue
             a, b = _final(df, col), _final(study[run], col)
             seeds = sorted(set(a) & set(b))
             if not seeds:
