@@ -57,15 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     noop = _dvc("repro")
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_1min_at_start": load},
               "forced": args.force, "stages_s": times, "total_s": sum(times.values()), "noop_repro_s": noop}
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
-    print("\n| stage | wall time |\n|---|---|")
-    for stage, t in times.items():
-        print(f"| {stage} | {t / 60:.1f} min |" if t >= 60 else f"| {stage} | {t:.0f} s |")
-    print(f"| **total** | **{sum(times.values()) / 60:.1f} min** |\n| no-op `dvc repro` | {noop:.1f} s |")
+    _write_and_print(ROOT / args.out, result, times,
+                     [f"| **total** | **{sum(times.values()) / 60:.1f} min** |", f"| no-op `dvc repro` | {noop:.1f} s |"])
 
 
 def _stage_of(notebook: Path) -> str:
@@ -95,6 +88,13 @@ def _from_notebooks(out: Path) -> None:
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_1min_at_end": load},
               "source": "papermill durations of reports/notebooks/*.ipynb", "stages_s": times,
               "total_s": sum(times.values()), "first_start_to_last_end_s": span, "noop_repro_s": noop}
+    _write_and_print(out, result, times, [f"| **sum of stages** | **{sum(times.values()) / 60:.1f} min** |",
+                                          f"| first start to last end | {span / 60:.1f} min |",
+                                          f"| no-op `dvc repro` | {noop:.1f} s |"])
+
+
+def _write_and_print(out: Path, result: dict, times: dict[str, float], footer: list[str]) -> None:
+    """Write ``result`` as JSON to ``out`` (temp file + rename) and print the per-stage Markdown table + ``footer``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
@@ -102,8 +102,7 @@ def _from_notebooks(out: Path) -> None:
     print("\n| stage | wall time |\n|---|---|")
     for stage, t in times.items():
         print(f"| {stage} | {t / 60:.1f} min |" if t >= 60 else f"| {stage} | {t:.0f} s |")
-    print(f"| **sum of stages** | **{sum(times.values()) / 60:.1f} min** |\n"
-          f"| first start to last end | {span / 60:.1f} min |\n| no-op `dvc repro` | {noop:.1f} s |")
+    print("\n".join(footer))
 
 
 def _seconds_between(start: str, end: str) -> float:
