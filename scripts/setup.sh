@@ -27,9 +27,16 @@ stamp=.venv/.hierars-requirements.sha256
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing pinned requirements (torch is large; the first run takes a few minutes)"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -r requirements.txt
-  .venv/bin/python -m pip install --quiet --no-deps -e .
+  # --no-cache-dir: torch and its CUDA libraries are ~5.5 GB in the venv; a second copy in pip's cache can fill a
+  # small disk. The filter drops one harmless warning per package about index folders a pip config names but this
+  # machine does not have (it buried the real error of a failed install in CI's log); any other message is kept.
+  pipi() {
+    .venv/bin/python -m pip install --quiet --no-cache-dir "$@" \
+      2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  }
+  pipi --upgrade pip
+  pipi -r requirements.txt
+  pipi --no-deps -e .
   .venv/bin/python -m ipykernel install --sys-prefix --name hierars --display-name "Python (hierars)" >/dev/null
   echo "$want" > "$stamp"
 else
