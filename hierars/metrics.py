@@ -99,10 +99,8 @@ class HierarchicalMetrics:
             n = cm.shape[0]
             inter = np.diag(cm[:, :n])
             area_label = cm.sum(1)
-            area_pred = cm[:, :n].sum(0)
-            union = area_label + area_pred - inter
+            iou = iou_per_class(cm)
             with np.errstate(invalid="ignore", divide="ignore"):
-                iou = np.where(union > 0, inter / union, np.nan)
                 acc = np.where(area_label > 0, inter / area_label, np.nan)
             total = area_label.sum()
             out["IoU"].append(iou)
@@ -170,3 +168,79 @@ class HierarchicalMetrics:
         res = self.compute()
         miou = ", ".join(f"L{i + 1}={v:.4f}" for i, v in enumerate(res["mIoU"]))
         return f"HierarchicalMetrics(mIoU: {miou}; consistency={res['consistency']:.4f})"
+
+
+def iou_per_class(confusion: np.ndarray) -> np.ndarray:
+    """Per-class IoU of one level's confusion matrix.
+
+    Args:
+        confusion: N×(N+1) counts (rows ground truth, columns prediction, last column predictions outside the
+            level's classes), as in :attr:`HierarchicalMetrics.confusion`; or a stack S×N×(N+1), one per sample.
+
+    Returns: float64 array N (or S×N): intersection / union, NaN where the union is 0.
+    """
+    cm = np.asarray(confusion, dtype=np.float64)
+    n = cm.shape[-2]
+    inter = np.diagonal(cm[..., :n], axis1=-2, axis2=-1)
+    union = cm.sum(-1) + cm[..., :n].sum(-2) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
+
+
+def _nanmean_rows(iou: np.ndarray) -> np.ndarray:
+    seen = np.isfinite(iou)
+    counts = seen.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.where(seen, iou, 0.0).sum(-1) / counts, np.nan)
+
+
+def miou_conventions(confusions: np.ndarray) -> dict[str, float]:
+    """The same predictions scored under three mIoU conventions in use (issue 14: a reference number whose
+    convention is not stated can differ from ours by the convention alone).
+
+    Args:
+        confusions: S×N×(N+1) per-sample confusion matrices of one level (see :func:`iou_per_class`).
+
+    Returns:
+        ``{"dataset": ..., "present": ..., "per_image": ...}``:
+        ``dataset`` — this project's mIoU (mmseg's ``IoUMetric``): the samples' confusions summed, nanmean of the
+        per-class IoU (a class predicted somewhere but never in the ground truth counts 0);
+        ``present`` — the same sum, averaged only over classes that occur in the ground truth;
+        ``per_image`` — each sample's own mIoU (nanmean over the classes in its ground truth or prediction),
+        averaged over samples (samples with nothing labelled are skipped).
+    """
+    cms = np.asarray(confusions, dtype=np.float64)
+    if cms.ndim != 3 or cms.shape[-1] != cms.shape[-2] + 1:
+        raise ValueError(f"confusions must be S×N×(N+1), got shape {cms.shape}")
+    total = cms.sum(0)
+    iou = iou_per_class(total)
+    present = total.sum(1) > 0
+    per_image = _nanmean_rows(iou_per_class(cms))
+    return {"dataset": float(_nanmean_rows(iou)),
+            "present": float(iou[present].mean()) if present.any() else float("nan"),
+            "per_image": float(np.nanmean(per_image)) if np.isfinite(per_image).any() else float("nan")}
+
+
+def bootstrap_miou(confusions: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+                   ) -> tuple[float, float]:
+    """Percentile interval of the dataset mIoU when the evaluation samples are drawn again with replacement: how
+    much the score of one model would move on another validation set of the same size from the same images.
+
+    Args:
+        confusions: S×N×(N+1) per-sample confusion matrices of one level (S >= 2).
+        n_boot: bootstrap resamples; level: interval coverage in (0, 1); seed: resampling seed.
+
+    Returns: (lo, hi) of the mIoU (fractions, like ``HierarchicalMetrics``).
+    """
+    cms = np.asarray(confusions, dtype=np.float64)
+    if cms.ndim != 3 or cms.shape[0] < 2:
+        raise ValueError(f"bootstrap_miou needs S×N×(N+1) with S >= 2 samples, got shape {cms.shape}")
+    if not 0.0 < level < 1.0 or n_boot < 1:
+        raise ValueError(f"need 0 < level < 1 and n_boot >= 1, got level={level}, n_boot={n_boot}")
+    rng = np.random.default_rng(seed)
+    s = cms.shape[0]
+    counts = np.stack([np.bincount(rng.integers(0, s, s), minlength=s) for _ in range(n_boot)])  # n_boot × S
+    totals = np.einsum("bs,snm->bnm", counts.astype(np.float64), cms)
+    miou = _nanmean_rows(iou_per_class(totals))
+    lo, hi = np.nanquantile(miou, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

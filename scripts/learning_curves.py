@@ -4,7 +4,8 @@ Each run keeps its settings from ``params.yaml`` except the budget (``--iteratio
 the seeds; curves (per seed, validation mIoU per level with argmax and JSPS) land in
 ``reports/fidelity/<profile>/plots/<run>_seed<k>_curve.csv`` and the final metrics in
 ``.../metrics/<run>_seed<k>.json``; ``--analyse-only`` (also run after training) writes each model's
-validation metrics and error structure (``HierarchicalMetrics.error_structure``) to ``.../errors/``. The
+validation metrics, per-class IoU, error structure (``HierarchicalMetrics.error_structure``), the mIoU under other
+conventions and a bootstrap interval over validation images to ``.../errors/``. The
 models go to ``models/fidelity/<profile>/`` (not tracked). ``notebooks/06_fidelity.ipynb`` plots them.
 
 Usage (from the repository root)::
@@ -20,12 +21,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hierars.atomic import atomic_write_json
 from hierars.decoding import predict_levels
 from hierars.levels import as_level_list, upsample_logits
-from hierars.metrics import HierarchicalMetrics
+from hierars.metrics import HierarchicalMetrics, bootstrap_miou, miou_conventions
 from hierars.project import PROJ_ROOT, build_run_datasets, load_params
 from hierars.training import load_run_model, resolve_run, train_run
 
@@ -75,22 +77,42 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def analyse(params: dict, run: str, seed: int, ckpt: Path, out: Path) -> None:
-    """Per-level validation metrics (JSPS; argmax for a flat model) and the error structure of a trained model."""
+    """Per-level validation metrics (JSPS; argmax for a flat model) of a trained model, with per-class IoU, its
+    error structure, the mIoU under two other conventions in use (``hierars.metrics.miou_conventions``) and a
+    bootstrap interval over validation images (``hierars.metrics.bootstrap_miou``)."""
     cfg = resolve_run(params["train"], run)
     _, val_ds, h = build_run_datasets(params, cfg)
     model = load_run_model(ckpt, h, int(val_ds[0]["image"].shape[0]))
     meter = HierarchicalMetrics(h)
+    per_image: list[list[np.ndarray]] = [[] for _ in h.num_classes]  # level -> one confusion per image
     mode = "argmax" if cfg.head == "flat" else "jsps"
     with torch.no_grad():
         for i in range(len(val_ds)):
             sample = val_ds[i]
             logits = upsample_logits(as_level_list(model(sample["image"][None])), tuple(sample["mask"].shape[-2:]))
-            meter.update(predict_levels(logits, h, mode=mode), sample["mask"][None])
-    result = {"run": run, "seed": seed, "mode": mode, **meter.to_flat_dict(),
+            pred = predict_levels(logits, h, mode=mode)
+            one = HierarchicalMetrics(h)
+            one.update(pred, sample["mask"][None])
+            for lv, cm in enumerate(one.confusion):
+                per_image[lv].append(cm.numpy())
+                meter.confusion[lv] += cm
+            meter.consistent_pixels += one.consistent_pixels
+            meter.labelled_pixels += one.labelled_pixels
+    result = {"run": run, "seed": seed, "mode": mode, "val_images": len(val_ds), **meter.to_flat_dict(per_class=True),
               **{f"L{lv + 1}_{k}": v for lv in range(1, h.num_levels) for k, v in meter.error_structure(lv).items()}}
+    for lv, cms in enumerate(per_image):
+        stack = np.stack(cms)
+        for name, value in miou_conventions(stack).items():
+            result[f"mIoU_L{lv + 1}_{name}"] = value
+        result[f"mIoU_L{lv + 1}_boot_lo"], result[f"mIoU_L{lv + 1}_boot_hi"] = bootstrap_miou(stack, seed=seed)
     atomic_write_json(out, result)
-    print(f"{run} seed {seed}: leaf errors within parent {result[f'L{h.num_levels}_within_L{h.num_levels - 1}']:.3f} "
-          f"(chance {result[f'L{h.num_levels}_chance_L{h.num_levels - 1}']:.3f})", flush=True)
+    leaf = h.num_levels
+    print(f"{run} seed {seed}: L{leaf} mIoU {result[f'mIoU_L{leaf}']:.3f} (bootstrap over images "
+          f"[{result[f'mIoU_L{leaf}_boot_lo']:.3f}, {result[f'mIoU_L{leaf}_boot_hi']:.3f}]; classes present "
+          f"{result[f'mIoU_L{leaf}_present']:.3f}; per image {result[f'mIoU_L{leaf}_per_image']:.3f}); leaf errors "
+          f"within parent {result[f'L{leaf}_within_L{leaf - 1}']:.3f} "
+          f"(chance {result[f'L{leaf}_chance_L{leaf - 1}']:.3f})", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -69,3 +69,23 @@ def test_budget_check_pairs_the_pipeline_with_the_study(tmp_path):
     # paired on seeds 0-2 only: exactly -5 points for each of them
     assert row["pipeline − study"].startswith("-5.0 [") and "worse" in row["pipeline − study"]
     assert row["pipeline − study"].endswith("(n=3)")
+
+
+def test_evaluation_and_per_class_tables():
+    from hierars.project.fidelity import evaluation_table, per_class_table
+
+    rows = []
+    for run, base in (("flat", 0.40), ("bhccm_hsc", 0.42)):
+        for seed, noise in ((0, 0.0), (1, 0.02)):
+            v = base + noise
+            rows.append({"run": run, "seed": seed, "mIoU_L1": v, "mIoU_L1_boot_lo": v - 0.03,
+                         "mIoU_L1_boot_hi": v + 0.03, "mIoU_L1_present": v + 0.01, "mIoU_L1_per_image": v + 0.05,
+                         "IoU_L1_water": v, "IoU_L1_bare": float("nan") if seed else 0.2})
+    df = pd.DataFrame(rows)
+    ev = evaluation_table(df, levels=1)
+    assert ev.loc[("flat", "L1"), "mIoU"] == pytest.approx(41.0)
+    assert ev.loc[("bhccm_hsc", "L1"), "bootstrap 95 %"] == "[40.0, 46.0]"
+    assert ev.loc[("flat", "L1"), "per image"] == pytest.approx(46.0) and ev.loc[("flat", "L1"), "seeds"] == 2
+    pc = per_class_table(df, level=1)
+    assert list(pc.index) == ["water", "bare"] and list(pc.columns) == ["flat", "bhccm_hsc"]
+    assert pc.loc["bare", "flat"] == pytest.approx(20.0)  # the NaN seed is skipped, not counted as 0

@@ -160,3 +160,31 @@ def test_error_structure_counts_errors_within_parents():
     want = (10 * 13 / 14 + 10 * 6 / 7) / 20
     assert es["chance_L2"] == pytest.approx(want)
     assert set(meter.error_structure(1)) == {"errors", "accuracy", "within_L1", "chance_L1"}
+
+
+def test_miou_conventions_on_hand_counts():
+    from hierars.metrics import bootstrap_miou, iou_per_class, miou_conventions
+
+    # 3 classes (+ out-of-level column). Image a: class 0 (8 px) and class 1 (4 px) all right.
+    # Image b: class 0 (10 px), 6 right and 4 predicted as class 2, which is in no ground truth.
+    a = np.zeros((3, 4))
+    a[0, 0], a[1, 1] = 8, 4
+    b = np.zeros((3, 4))
+    b[0, 0], b[0, 2] = 6, 4
+    cms = np.stack([a, b])
+    np.testing.assert_allclose(iou_per_class(cms[1]), [0.6, np.nan, 0.0])
+    assert iou_per_class(cms).shape == (2, 3)
+    conv = miou_conventions(cms)
+    # summed: class 0 14/18, class 1 4/4, class 2 0/4 -> nanmean over the 3 classes
+    assert conv["dataset"] == pytest.approx((14 / 18 + 1.0 + 0.0) / 3)
+    assert conv["present"] == pytest.approx((14 / 18 + 1.0) / 2)  # class 2 is never in the ground truth
+    assert conv["per_image"] == pytest.approx((1.0 + (0.6 + 0.0) / 2) / 2)
+    # bootstrap: identical samples -> no spread; different samples -> the point estimate inside the interval
+    lo, hi = bootstrap_miou(np.stack([a, a, a]), n_boot=200)
+    assert lo == pytest.approx(hi) == pytest.approx(1.0)
+    lo, hi = bootstrap_miou(np.stack([a, b] * 5), n_boot=500)
+    assert lo < conv["dataset"] < hi
+    with pytest.raises(ValueError, match="S >= 2"):
+        bootstrap_miou(a[None])
+    with pytest.raises(ValueError, match="S×N×"):
+        miou_conventions(a)

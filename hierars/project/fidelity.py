@@ -32,8 +32,11 @@ class FidelitySection(BaseModel):
 
     folder: str = Field("reports/fidelity", description="where scripts/learning_curves.py wrote the study (from "
                         "the repository root; committed, so the notebook runs on a fresh clone)")
-    profile: str = Field("default", description="study to show: a sub-folder of `folder` "
-                         "(scripts/learning_curves.py --profile)")
+    profiles: list[str] = Field(["default", "gid15"], min_length=1, description="studies to show, each a sub-folder "
+                                "of `folder` (scripts/learning_curves.py --profile); a missing one is reported and "
+                                "skipped")
+    budget_profile: str = Field("default", description="the study trained on the pipeline's default data (synthetic "
+                                "S2 tiles), paired with the pipeline's own runs by the budget check")
     runs: list[str] = Field(["flat", "bhccm_hsc", "hssn"], min_length=1, description="runs to compare")
     baseline: str = Field("flat", description="run the others are compared with (paired by seed)")
 
@@ -163,3 +166,30 @@ def budget_table(curves: dict[str, pd.DataFrame], level: int, baseline: str = "f
                 cells[int(it)] = f"{d.format()} (n={d.n})"
         out[f"{run} − {baseline}"] = cells
     return pd.DataFrame(out).rename_axis("iteration")
+
+
+def evaluation_table(errors: pd.DataFrame, levels: int) -> pd.DataFrame:
+    """Per run and level (rows), mean over seeds of the final validation mIoU (%), its bootstrap interval over
+    validation images, and the mIoU under the two other conventions (``hierars.metrics.miou_conventions``), from
+    :func:`load_errors` rows written by ``scripts/learning_curves.py``'s analysis."""
+    rows = []
+    for run, g in errors.groupby("run", sort=False):
+        for level in range(levels, 0, -1):
+            k = f"mIoU_L{level}"
+            rows.append({"run": run, "level": f"L{level}", "seeds": len(g),
+                         "mIoU": 100 * g[k].mean(),
+                         "bootstrap 95 %": f"[{100 * g[f'{k}_boot_lo'].mean():.1f}, "
+                                           f"{100 * g[f'{k}_boot_hi'].mean():.1f}]",
+                         "classes present": 100 * g[f"{k}_present"].mean(),
+                         "per image": 100 * g[f"{k}_per_image"].mean()})
+    return pd.DataFrame(rows).set_index(["run", "level"]).round(1)
+
+
+def per_class_table(errors: pd.DataFrame, level: int) -> pd.DataFrame:
+    """IoU (%) per class at ``level`` (rows, the tree's order) for each run (columns), mean over seeds (NaN seeds
+    skipped: a class never in the ground truth nor predicted)."""
+    prefix = f"IoU_L{level}_"
+    cols = [c for c in errors.columns if c.startswith(prefix)]
+    table = errors.groupby("run", sort=False)[cols].mean().T * 100
+    table.index = [c[len(prefix):] for c in cols]
+    return table.rename_axis(f"L{level} class").round(1)
