@@ -222,6 +222,23 @@ def _hsc_terms(
     return _HSCTerms.apply(paths, weights is not None, bool(mu), *tensors, *logits)
 
 
+#: pixels per chunk of :class:`_HSCTerms` (B·H·W is processed in pieces of about this many pixels)
+HSC_CHUNK_PIXELS = 4096
+
+
+def _pixel_chunks(shape: torch.Size, target: int | None = None) -> list[tuple[slice, slice]]:
+    """(batch slice, row slice) pieces covering a B×C×H×W tensor, about ``target`` pixels each (default
+    :data:`HSC_CHUNK_PIXELS`): whole images (several per piece) when H·W <= target, else bands of rows of
+    one image."""
+    target = HSC_CHUNK_PIXELS if target is None else target
+    batch, height, width = shape[0], shape[-2], shape[-1]
+    if height * width <= target:
+        per = max(1, target // max(1, height * width))
+        return [(slice(b, min(b + per, batch)), slice(None)) for b in range(0, batch, per)]
+    rows = max(1, target // max(1, width))
+    return [(slice(b, b + 1), slice(r, min(r + rows, height))) for b in range(batch) for r in range(0, height, rows)]
+
+
 class _HSCTerms(torch.autograd.Function):
     """Level CE terms and the path-KL term of L_HSC in one autograd node (method-spec §2, Eqs. 16–24).
 
@@ -235,64 +252,68 @@ class _HSCTerms(torch.autograd.Function):
     s and t differ by Σ_l logsumexp(Y_l), the same for every path of a pixel, so their softmaxes over P agree.
     Backward is the closed form of that graph: ∂/∂t = ω_P · (softmax_P t − onehot p*), summed into each
     level's classes through the paths (``index_add``; the identity at the finest level of a strict tree), and
-    ∂/∂Y_l += ω_l · (softmax Y_l − onehot y_l). Saved for backward: the log-softmaxes (as autograd would).
-    Not twice differentiable.
+    ∂/∂Y_l += ω_l · (softmax Y_l − onehot y_l).
+
+    Every per-pixel quantity is computed in pieces of about :data:`HSC_CHUNK_PIXELS` pixels
+    (:func:`_pixel_chunks`): the temporaries then are small, which the allocator reuses, where full-size
+    ones (B×P×H×W) were fresh allocations (page faults) at each step, and each piece's passes stay in
+    cache. Saved for backward: the log-softmaxes of every piece (as autograd would, in pieces); backward
+    writes each piece of the gradients in place. Not twice differentiable.
     """
 
     @staticmethod
     def forward(ctx, paths: torch.Tensor, with_levels: bool, with_path: bool, *args: torch.Tensor) -> torch.Tensor:
         n_levels = paths.shape[1]
         logits = args[-n_levels:]
-        extras = list(args[: len(args) - n_levels])
+        extras = args[: len(args) - n_levels]
+        identity_leaf = torch.equal(paths[:, -1], torch.arange(len(paths), device=paths.device))
         total = torch.zeros((), dtype=logits[0].dtype, device=logits[0].device)
-        saved: list[torch.Tensor] = []
-        if with_levels:
-            for level, z in enumerate(logits):
-                target, scale = extras[2 * level], extras[2 * level + 1]
-                logp = torch.log_softmax(z, dim=1)
+        pieces: list[tuple[torch.Tensor, ...]] = []  # per chunk and term: (log-softmax, target, weight)
+        for bs, rs in _pixel_chunks(logits[0].shape):
+            zs = [z[bs, :, rs] for z in logits]
+            terms = [(torch.log_softmax(z, dim=1), extras[2 * level], extras[2 * level + 1])
+                     for level, z in enumerate(zs)] if with_levels else []
+            if with_path:
+                t = zs[-1] if identity_leaf else zs[-1].index_select(1, paths[:, -1])
+                for level, z in enumerate(zs[:-1]):
+                    t = t + z.index_select(1, paths[:, level])
+                terms.append((torch.log_softmax(t, dim=1), extras[-2], extras[-1]))
+            for logp, target, scale in terms:
+                target, scale = target[bs, :, rs], scale[bs, :, rs]
                 picked = logp.gather(1, target)
                 total = total - torch.where(scale != 0, picked * scale, 0.0).sum()
-                saved += [logp, target, scale]
-        identity_leaf = torch.equal(paths[:, -1], torch.arange(len(paths), device=paths.device))
-        if with_path:
-            target, scale = extras[-2], extras[-1]
-            t = logits[-1] if identity_leaf else logits[-1].index_select(1, paths[:, -1])
-            for level, z in enumerate(logits[:-1]):
-                t = t + z.index_select(1, paths[:, level])
-            logq = torch.log_softmax(t, dim=1)
-            picked = logq.gather(1, target)
-            total = total - torch.where(scale != 0, picked * scale, 0.0).sum()
-            saved += [logq, target, scale]
-        ctx.save_for_backward(paths, *saved)
+                pieces.append((logp, target, scale))
+        ctx.pieces = pieces
+        ctx.save_for_backward(paths)
         ctx.flags = (with_levels, with_path, identity_leaf, n_levels)
-        ctx.shapes = [z.shape for z in logits]
+        ctx.shapes = [(z.shape, z.dtype, z.device) for z in logits]
         return total
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         with_levels, with_path, identity_leaf, n_levels = ctx.flags
-        paths, *saved = ctx.saved_tensors
-        grad_t = None
-        if with_path:
-            logq, target, scale = saved[-3:]
-            s = scale * grad_out
-            grad_t = logq.exp().mul_(s).scatter_add_(1, target, -s)
-        grads: list[torch.Tensor | None] = []
-        for level in range(n_levels):
-            g = None
-            if with_levels:
-                logp, target, scale = saved[3 * level : 3 * level + 3]
-                s = scale * grad_out
-                g = logp.exp().mul_(s).scatter_add_(1, target, -s)
-            if grad_t is not None:
-                if level == n_levels - 1 and identity_leaf:
-                    g = grad_t if g is None else g.add_(grad_t)
+        (paths,) = ctx.saved_tensors
+        grads = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype, device in ctx.shapes]
+        pieces = iter(ctx.pieces)  # not consumed: a second backward (retain_graph) reads them again
+        for bs, rs in _pixel_chunks(ctx.shapes[0][0]):
+            out = [g[bs, :, rs] for g in grads]
+            for level in range(n_levels):
+                if with_levels:  # out_l = ω_l (softmax Y_l − onehot y_l)
+                    logp, target, scale = next(pieces)
+                    s = scale * grad_out
+                    torch.exp(logp, out=out[level]).mul_(s).scatter_add_(1, target, -s)
                 else:
-                    if g is None:
-                        g = grad_t.new_zeros(ctx.shapes[level])
-                    g.index_add_(1, paths[:, level], grad_t)
-            grads.append(g)
+                    out[level].zero_()
+            if with_path:  # ∂/∂t = ω_P (softmax_P t − onehot p*), into each level's classes along the paths
+                logq, target, scale = next(pieces)
+                s = scale * grad_out
+                grad_t = logq.exp().mul_(s).scatter_add_(1, target, -s)
+                for level in range(n_levels):
+                    if level == n_levels - 1 and identity_leaf:
+                        out[level].add_(grad_t)
+                    else:
+                        out[level].index_add_(1, paths[:, level], grad_t)
         n_extras = 2 * n_levels * with_levels + 2 * with_path
         return (None, None, None) + (None,) * n_extras + tuple(grads)
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import hierars.losses as losses_mod
 from hierars.heads import BHCCM, FUSIONS, MergingBlock
 from hierars.hierarchy import Hierarchy
 from hierars.levels import apply_upsampling, resize_bilinear
@@ -90,6 +91,49 @@ def ref_bhccm(head: BHCCM, x):
         out = head.f2c_beta[str(j)] * feats[j]
         for k in range(j + 1, L):
             out = out + head.f2c_alpha[f"{k}_{j}"] * ref_merging_block(head.f2c_blocks[f"{k}_{j}"], refined[k])
+        outs.append(out)
+    outs.append(head.f2c_alpha_fine * refined[-1] + head.f2c_beta[str(L - 1)] * feats[-1])
+    return outs
+
+
+# frozen copy of the BHCCM forward as of commit 582f20f (before the grouped Merging Blocks): one MergingBlock
+# call per block (nn.AdaptiveAvg/MaxPool2d, channels-last 7×7 conv), level heads as one stacked conv
+def frozen_merging_block(mb: MergingBlock, x):
+    proj = mb.align(x)
+    mlp = lambda t: mb.fc2(torch.relu(mb.fc1(t)))  # noqa: E731
+    channel_att = torch.sigmoid(mlp(mb.avg_pool(x)) + mlp(mb.max_pool(x)))
+    spatial_in = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+    spatial_att = torch.sigmoid(mb.spatial(spatial_in.contiguous(memory_format=torch.channels_last)))
+    return proj * channel_att * spatial_att
+
+
+def frozen_level_logits(head: BHCCM, x):
+    x = head.dropout(x)
+    weight = torch.cat([hd.weight for hd in head.heads])
+    bias = torch.cat([hd.bias for hd in head.heads])
+    return list(torch.split(F.conv2d(x, weight, bias), list(head.num_classes), dim=1))
+
+
+def frozen_fuse(head: BHCCM, feats):
+    L = head.num_levels_out
+    if head.use_c2f:
+        refined = [feats[0]]
+        for j in range(1, L):
+            out = head.c2f_beta[str(j)] * feats[j]
+            for k in range(j):
+                key = f"{k}_{j}"
+                out = out + head.c2f_alpha[key] * frozen_merging_block(head.c2f_blocks[key], feats[k])
+            refined.append(out)
+    else:
+        refined = feats
+    if not head.use_f2c:
+        return refined
+    outs = []
+    for j in range(L - 1):
+        out = head.f2c_beta[str(j)] * feats[j]
+        for k in range(j + 1, L):
+            key = f"{k}_{j}"
+            out = out + head.f2c_alpha[key] * frozen_merging_block(head.f2c_blocks[key], refined[k])
         outs.append(out)
     outs.append(head.f2c_alpha_fine * refined[-1] + head.f2c_beta[str(L - 1)] * feats[-1])
     return outs
@@ -212,6 +256,97 @@ def test_bhccm_level_logits_match_one_conv_per_level():
     x = torch.randn(2, 8, 5, 6)
     for z, conv in zip(head.level_logits(x), head.heads, strict=True):
         torch.testing.assert_close(z, conv(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_classes", [MM5B.num_classes, (3, 5), (2, 3, 6, 8)])
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("dtype,atol,rtol", [(torch.float64, 1e-10, 1e-10), (torch.float32, 2e-5, 1e-4)])
+def test_bhccm_matches_frozen_previous_code(fusion, num_classes, dtype, atol, rtol):
+    """Grouped Merging Blocks (one evaluation per stage and source level) == one MergingBlock call per block,
+    outputs and gradients of x and of every parameter; also ``fuse`` on given (gated) level logits."""
+    torch.manual_seed(0)
+    head = BHCCM(16, num_classes, fusion=fusion).to(dtype).eval()
+    with torch.no_grad():
+        for p in head.parameters():
+            if p.ndim == 0:
+                p.uniform_(0.5, 1.5)
+    x = torch.randn(3, 16, 9, 7, dtype=dtype, requires_grad=True)
+    gate = torch.rand(3, 1, 9, 7, dtype=dtype)
+    params = [x, *head.parameters()]
+    names = ["x"] + [n for n, _ in head.named_parameters()]
+    for new_fn, old_fn in (
+        (lambda: head(x), lambda: frozen_fuse(head, frozen_level_logits(head, x))),
+        (lambda: head.fuse([z * gate for z in head.level_logits(x)]),
+         lambda: frozen_fuse(head, [z * gate for z in frozen_level_logits(head, x)])),
+    ):
+        new, old = new_fn(), old_fn()
+        weights = [torch.randn_like(z) for z in old]
+        g_new = torch.autograd.grad(sum((z * w).sum() for z, w in zip(new, weights)), params, allow_unused=True)
+        g_old = torch.autograd.grad(sum((z * w).sum() for z, w in zip(old, weights)), params, allow_unused=True)
+        for a, b in zip(new, old, strict=True):
+            torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+        for name, a, b in zip(names, g_new, g_old, strict=True):
+            if b is None:
+                assert a is None or not a.any(), name
+                continue
+            torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m, n=name: f"grad of {n}: {m}")
+
+
+def test_bhccm_train_mode_matches_frozen_previous_code():
+    """With dropout active (same random stream for both) the outputs still agree."""
+    torch.manual_seed(0)
+    head = BHCCM(16, MM5B.num_classes, dropout=0.3).double().train()
+    x = torch.randn(2, 16, 8, 8, dtype=torch.float64)
+    torch.manual_seed(5)
+    new = head(x)
+    torch.manual_seed(5)
+    old = frozen_fuse(head, frozen_level_logits(head, x))
+    for a, b in zip(new, old, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_bhccm_state_dict_keys_unchanged():
+    """Checkpoints (model.state_dict()) of the previous code load: the module tree is the same."""
+    head = BHCCM(8, MM5B.num_classes)
+    keys = set(head.state_dict())
+    expected = {f"heads.{i}.{p}" for i in range(3) for p in ("weight", "bias")}
+    for stage, pairs in (("c2f", ("0_1", "0_2", "1_2")), ("f2c", ("1_0", "2_0", "2_1"))):
+        for key in pairs:
+            expected |= {f"{stage}_blocks.{key}.{m}.weight" for m in ("align", "fc1", "fc2", "spatial")}
+            expected |= {f"{stage}_blocks.{key}.align.bias", f"{stage}_alpha.{key}"}
+    expected |= {"c2f_beta.1", "c2f_beta.2", "f2c_beta.0", "f2c_beta.1", "f2c_beta.2", "f2c_alpha_fine"}
+    assert keys == expected
+    BHCCM(8, MM5B.num_classes).load_state_dict(head.state_dict())
+
+
+@pytest.mark.parametrize("chunk", [7, 25, 150, 10_000])
+@pytest.mark.parametrize("mu,weights", [(1.0, None), (0.5, [0.4, 0.7, 1.3]), (0.0, None)])
+def test_hsc_loss_in_pixel_chunks_matches_previous_code(monkeypatch, chunk, mu, weights):
+    """The loss is evaluated in pieces of ``HSC_CHUNK_PIXELS`` pixels: bands of rows (7: 1 row of 10 px,
+    25: 2 rows), several images per piece (150 > 12·10 px) or everything at once; value and gradients
+    must not depend on it (float64 to 1e-12), also for a second backward through the retained graph."""
+    monkeypatch.setattr(losses_mod, "HSC_CHUNK_PIXELS", chunk)
+    logits, labels = make_batch(dtype=torch.float64, b=4, low=(6, 5), seed=chunk)
+    new = hsc_loss(logits, labels, MM5B, mu=mu, level_weights=weights)
+    ref = ref_hsc(logits, labels, MM5B, mu=mu, weights=weights)
+    g_ref = torch.autograd.grad(ref, logits)
+    g_new = torch.autograd.grad(new, logits, retain_graph=True)
+    assert_same(new, ref, g_new, g_ref, 1e-12)
+    assert_same(new, ref, torch.autograd.grad(new, logits), g_ref, 1e-12)
+    if mu:
+        kl = path_kl(logits, labels, MM5B)
+        g = torch.autograd.grad(kl, logits)
+        kl_ref = _ref_path_nll([F.log_softmax(F.interpolate(z, size=labels.shape[-2:], mode="bilinear"), 1)
+                                for z in logits], labels, MM5B, IGN)
+        assert_same(kl, kl_ref, g, torch.autograd.grad(kl_ref, logits), 1e-12)
+
+
+def test_pixel_chunks_cover_every_pixel_once():
+    for shape, target in (((3, 5, 7, 9), 10), ((4, 2, 6, 6), 100), ((2, 1, 5, 5), 25), ((1, 1, 1, 1), 4096)):
+        seen = torch.zeros(shape[0], shape[2], shape[3], dtype=torch.long)
+        for bs, rs in losses_mod._pixel_chunks(torch.Size(shape), target):
+            seen[bs, rs] += 1
+        assert torch.equal(seen, torch.ones_like(seen)), (shape, target)
 
 
 # ----------------------------------------------------------------------------- upsampling of the level logits
