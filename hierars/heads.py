@@ -243,6 +243,14 @@ class BHCCM(_Head):
         return acc
 
 
+def _has_forward_hooks(blocks: list[MergingBlock]) -> bool:
+    """Whether calling the blocks one by one would run forward (pre-)hooks (theirs or global ones)."""
+    from torch.nn.modules import module as _module
+
+    return bool(_module._global_forward_hooks or _module._global_forward_pre_hooks
+                or any(mb._forward_hooks or mb._forward_pre_hooks for mb in blocks))
+
+
 def _merge_from(
     x: torch.Tensor,
     blocks: list[MergingBlock],
@@ -257,10 +265,17 @@ def _merge_from(
     space for the channel attention, over channels for the spatial attention) are shared, the 1×1 aligns,
     the first MLP layers and the 7×7 convs run as one conv / matmul each with the blocks' weights
     concatenated along the output axis (no extra multiply-adds), and the scalar α_i multiplies the small
-    channel attention B×Cout_i instead of the B×Cout_i×h×w product. ``acc``: per-level tensors
-    B×N_l×h×w (or ``None``); returns the updated list.
+    channel attention B×Cout_i instead of the B×Cout_i×h×w product. If a block has forward hooks (or
+    global ones are set) the blocks are called one by one instead, so that the hooks see each call.
+    ``acc``: per-level tensors B×N_l×h×w (or ``None``); returns the updated list.
     """
     _check_input(x, blocks[0].cin)
+    if _has_forward_hooks(blocks):  # hooks (e.g. hierars.project.teaching) see every block's call
+        acc = list(acc)
+        for mb, alpha, t in zip(blocks, alphas, targets):
+            term = alpha * mb(x)
+            acc[t] = term if acc[t] is None else acc[t] + term
+        return acc
     batch, hidden = x.shape[0], blocks[0].fc1.out_channels
     couts = [mb.cout for mb in blocks]
 

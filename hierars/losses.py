@@ -258,7 +258,8 @@ class _HSCTerms(torch.autograd.Function):
     (:func:`_pixel_chunks`): the temporaries then are small, which the allocator reuses, where full-size
     ones (B×P×H×W) were fresh allocations (page faults) at each step, and each piece's passes stay in
     cache. Saved for backward: the log-softmaxes of every piece (as autograd would, in pieces); backward
-    writes each piece of the gradients in place. Not twice differentiable.
+    writes each piece of the gradients in place. The per-pixel weighting of the picked log-probabilities
+    (B×1×H×W) runs once on the whole batch. Not twice differentiable.
     """
 
     @staticmethod
@@ -266,25 +267,26 @@ class _HSCTerms(torch.autograd.Function):
         n_levels = paths.shape[1]
         logits = args[-n_levels:]
         extras = args[: len(args) - n_levels]
+        targets, scales = extras[0::2], extras[1::2]  # per term (levels, then paths): B×1×H×W each
         identity_leaf = torch.equal(paths[:, -1], torch.arange(len(paths), device=paths.device))
-        total = torch.zeros((), dtype=logits[0].dtype, device=logits[0].device)
-        pieces: list[tuple[torch.Tensor, ...]] = []  # per chunk and term: (log-softmax, target, weight)
+        picked = [torch.empty_like(s) for s in scales]  # log-softmax at the target, per term
+        pieces: list[torch.Tensor] = []  # per chunk and term: the log-softmax
         for bs, rs in _pixel_chunks(logits[0].shape):
             zs = [z[bs, :, rs] for z in logits]
-            terms = [(torch.log_softmax(z, dim=1), extras[2 * level], extras[2 * level + 1])
-                     for level, z in enumerate(zs)] if with_levels else []
+            terms = [torch.log_softmax(z, dim=1) for z in zs] if with_levels else []
             if with_path:
                 t = zs[-1] if identity_leaf else zs[-1].index_select(1, paths[:, -1])
                 for level, z in enumerate(zs[:-1]):
                     t = t + z.index_select(1, paths[:, level])
-                terms.append((torch.log_softmax(t, dim=1), extras[-2], extras[-1]))
-            for logp, target, scale in terms:
-                target, scale = target[bs, :, rs], scale[bs, :, rs]
-                picked = logp.gather(1, target)
-                total = total - torch.where(scale != 0, picked * scale, 0.0).sum()
-                pieces.append((logp, target, scale))
+                terms.append(torch.log_softmax(t, dim=1))
+            for logp, target, out in zip(terms, targets, picked):
+                torch.gather(logp, 1, target[bs, :, rs], out=out[bs, :, rs])
+            pieces += terms
+        total = torch.zeros((), dtype=logits[0].dtype, device=logits[0].device)
+        for p, scale in zip(picked, scales):
+            total = total - torch.where(scale != 0, p * scale, 0.0).sum()
         ctx.pieces = pieces
-        ctx.save_for_backward(paths)
+        ctx.save_for_backward(paths, *extras)
         ctx.flags = (with_levels, with_path, identity_leaf, n_levels)
         ctx.shapes = [(z.shape, z.dtype, z.device) for z in logits]
         return total
@@ -293,22 +295,23 @@ class _HSCTerms(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         with_levels, with_path, identity_leaf, n_levels = ctx.flags
-        (paths,) = ctx.saved_tensors
+        paths, *extras = ctx.saved_tensors
+        targets = extras[0::2]
+        weights = [scale * grad_out for scale in extras[1::2]]
+        neg_weights = [-w for w in weights]
         grads = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype, device in ctx.shapes]
         pieces = iter(ctx.pieces)  # not consumed: a second backward (retain_graph) reads them again
         for bs, rs in _pixel_chunks(ctx.shapes[0][0]):
             out = [g[bs, :, rs] for g in grads]
             for level in range(n_levels):
                 if with_levels:  # out_l = ω_l (softmax Y_l − onehot y_l)
-                    logp, target, scale = next(pieces)
-                    s = scale * grad_out
-                    torch.exp(logp, out=out[level]).mul_(s).scatter_add_(1, target, -s)
+                    torch.exp(next(pieces), out=out[level]).mul_(weights[level][bs, :, rs]).scatter_add_(
+                        1, targets[level][bs, :, rs], neg_weights[level][bs, :, rs])
                 else:
                     out[level].zero_()
             if with_path:  # ∂/∂t = ω_P (softmax_P t − onehot p*), into each level's classes along the paths
-                logq, target, scale = next(pieces)
-                s = scale * grad_out
-                grad_t = logq.exp().mul_(s).scatter_add_(1, target, -s)
+                grad_t = next(pieces).exp().mul_(weights[-1][bs, :, rs]).scatter_add_(
+                    1, targets[-1][bs, :, rs], neg_weights[-1][bs, :, rs])
                 for level in range(n_levels):
                     if level == n_levels - 1 and identity_leaf:
                         out[level].add_(grad_t)

@@ -319,6 +319,22 @@ def test_bhccm_state_dict_keys_unchanged():
     BHCCM(8, MM5B.num_classes).load_state_dict(head.state_dict())
 
 
+def test_bhccm_merging_block_hooks_still_fire():
+    """Forward hooks on a Merging Block (used by hierars.project.teaching) see its call; outputs unchanged."""
+    torch.manual_seed(0)
+    head = BHCCM(8, MM5B.num_classes).eval()
+    x = torch.randn(2, 8, 6, 5)
+    with torch.no_grad():
+        plain = head(x)
+        seen = {}
+        handle = head.f2c_blocks["2_0"].register_forward_hook(lambda _m, i, o: seen.setdefault("out", o))
+        hooked = head(x)
+        handle.remove()
+    assert seen["out"].shape == (2, 4, 6, 5)
+    for a, b in zip(hooked, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("chunk", [7, 25, 150, 10_000])
 @pytest.mark.parametrize("mu,weights", [(1.0, None), (0.5, [0.4, 0.7, 1.3]), (0.0, None)])
 def test_hsc_loss_in_pixel_chunks_matches_previous_code(monkeypatch, chunk, mu, weights):
