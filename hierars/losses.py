@@ -226,17 +226,23 @@ def _hsc_terms(
 HSC_CHUNK_PIXELS = 4096
 
 
-def _pixel_chunks(shape: torch.Size, target: int | None = None) -> list[tuple[slice, slice]]:
-    """(batch slice, row slice) pieces covering a B×C×H×W tensor, about ``target`` pixels each (default
-    :data:`HSC_CHUNK_PIXELS`): whole images (several per piece) when H·W <= target, else bands of rows of
-    one image."""
+def _pixel_chunks(shape: torch.Size, target: int | None = None) -> tuple[int, int | None]:
+    """How :func:`_chunk` cuts a B×C×H×W tensor into pieces of about ``target`` pixels (default
+    :data:`HSC_CHUNK_PIXELS`): ``(images, None)`` — several whole images per piece — when H·W <= target,
+    else ``(1, rows)`` — bands of ``rows`` rows of one image."""
     target = HSC_CHUNK_PIXELS if target is None else target
-    batch, height, width = shape[0], shape[-2], shape[-1]
+    height, width = shape[-2], shape[-1]
     if height * width <= target:
-        per = max(1, target // max(1, height * width))
-        return [(slice(b, min(b + per, batch)), slice(None)) for b in range(0, batch, per)]
-    rows = max(1, target // max(1, width))
-    return [(slice(b, b + 1), slice(r, min(r + rows, height))) for b in range(batch) for r in range(0, height, rows)]
+        return max(1, target // max(1, height * width)), None
+    return 1, max(1, target // max(1, width))
+
+
+def _chunk(t: torch.Tensor, cut: tuple[int, int | None]) -> list[torch.Tensor]:
+    """The pieces (views) of a B×C×H×W tensor, in the same order for every tensor cut the same way."""
+    images, rows = cut
+    if rows is None:
+        return list(t.split(images, dim=0))
+    return [band for image in t.split(1, dim=0) for band in image.split(rows, dim=2)]
 
 
 class _HSCTerms(torch.autograd.Function):
@@ -269,49 +275,54 @@ class _HSCTerms(torch.autograd.Function):
         extras = args[: len(args) - n_levels]
         targets, scales = extras[0::2], extras[1::2]  # per term (levels, then paths): B×1×H×W each
         identity_leaf = torch.equal(paths[:, -1], torch.arange(len(paths), device=paths.device))
+        cut = _pixel_chunks(logits[0].shape)
         picked = [torch.empty_like(s) for s in scales]  # log-softmax at the target, per term
+        chunks = list(zip(*[_chunk(z, cut) for z in logits], *[_chunk(t, cut) for t in targets],
+                          *[_chunk(p, cut) for p in picked]))
+        n_terms = len(targets)
         pieces: list[torch.Tensor] = []  # per chunk and term: the log-softmax
-        for bs, rs in _pixel_chunks(logits[0].shape):
-            zs = [z[bs, :, rs] for z in logits]
+        for chunk in chunks:
+            zs, tgts, outs = chunk[:n_levels], chunk[n_levels : n_levels + n_terms], chunk[n_levels + n_terms :]
             terms = [torch.log_softmax(z, dim=1) for z in zs] if with_levels else []
             if with_path:
                 t = zs[-1] if identity_leaf else zs[-1].index_select(1, paths[:, -1])
                 for level, z in enumerate(zs[:-1]):
                     t = t + z.index_select(1, paths[:, level])
                 terms.append(torch.log_softmax(t, dim=1))
-            for logp, target, out in zip(terms, targets, picked):
-                torch.gather(logp, 1, target[bs, :, rs], out=out[bs, :, rs])
+            for logp, target, out in zip(terms, tgts, outs):
+                torch.gather(logp, 1, target, out=out)
             pieces += terms
         total = torch.zeros((), dtype=logits[0].dtype, device=logits[0].device)
         for p, scale in zip(picked, scales):
             total = total - torch.where(scale != 0, p * scale, 0.0).sum()
         ctx.pieces = pieces
         ctx.save_for_backward(paths, *extras)
-        ctx.flags = (with_levels, with_path, identity_leaf, n_levels)
+        ctx.flags = (with_levels, with_path, identity_leaf, n_levels, cut)
         ctx.shapes = [(z.shape, z.dtype, z.device) for z in logits]
         return total
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        with_levels, with_path, identity_leaf, n_levels = ctx.flags
+        with_levels, with_path, identity_leaf, n_levels, cut = ctx.flags
         paths, *extras = ctx.saved_tensors
         targets = extras[0::2]
         weights = [scale * grad_out for scale in extras[1::2]]
-        neg_weights = [-w for w in weights]
         grads = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype, device in ctx.shapes]
+        n_terms = len(targets)
+        chunks = zip(*[_chunk(g, cut) for g in grads], *[_chunk(t, cut) for t in targets],
+                     *[_chunk(w, cut) for w in weights], *[_chunk(-w, cut) for w in weights])
         pieces = iter(ctx.pieces)  # not consumed: a second backward (retain_graph) reads them again
-        for bs, rs in _pixel_chunks(ctx.shapes[0][0]):
-            out = [g[bs, :, rs] for g in grads]
+        for chunk in chunks:
+            out, tgts = chunk[:n_levels], chunk[n_levels : n_levels + n_terms]
+            ws, neg_ws = chunk[n_levels + n_terms : n_levels + 2 * n_terms], chunk[n_levels + 2 * n_terms :]
             for level in range(n_levels):
                 if with_levels:  # out_l = ω_l (softmax Y_l − onehot y_l)
-                    torch.exp(next(pieces), out=out[level]).mul_(weights[level][bs, :, rs]).scatter_add_(
-                        1, targets[level][bs, :, rs], neg_weights[level][bs, :, rs])
+                    torch.exp(next(pieces), out=out[level]).mul_(ws[level]).scatter_add_(1, tgts[level], neg_ws[level])
                 else:
                     out[level].zero_()
             if with_path:  # ∂/∂t = ω_P (softmax_P t − onehot p*), into each level's classes along the paths
-                grad_t = next(pieces).exp().mul_(weights[-1][bs, :, rs]).scatter_add_(
-                    1, targets[-1][bs, :, rs], neg_weights[-1][bs, :, rs])
+                grad_t = next(pieces).exp().mul_(ws[-1]).scatter_add_(1, tgts[-1], neg_ws[-1])
                 for level in range(n_levels):
                     if level == n_levels - 1 and identity_leaf:
                         out[level].add_(grad_t)

@@ -359,11 +359,11 @@ def test_hsc_loss_in_pixel_chunks_matches_previous_code(monkeypatch, chunk, mu, 
 
 def test_pixel_chunks_cover_every_pixel_once():
     for shape, target in (((3, 5, 7, 9), 10), ((4, 2, 6, 6), 100), ((2, 1, 5, 5), 25), ((1, 1, 1, 1), 4096)):
-        seen = torch.zeros(shape[0], shape[2], shape[3], dtype=torch.long)
-        for bs, rs in losses_mod._pixel_chunks(torch.Size(shape), target):
-            seen[bs, rs] += 1
+        seen = torch.zeros(shape, dtype=torch.long)
+        for piece in losses_mod._chunk(seen, losses_mod._pixel_chunks(torch.Size(shape), target)):
+            assert piece.shape[0] * piece.shape[2] * piece.shape[3] <= max(target, shape[3])
+            piece += 1
         assert torch.equal(seen, torch.ones_like(seen)), (shape, target)
-
 
 # ----------------------------------------------------------------------------- upsampling of the level logits
 @pytest.mark.parametrize("align_corners", [True, False])
