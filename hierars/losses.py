@@ -223,7 +223,7 @@ def _hsc_terms(
 
 
 #: pixels per chunk of :class:`_HSCTerms` (B·H·W is processed in pieces of about this many pixels)
-HSC_CHUNK_PIXELS = 4096
+HSC_CHUNK_PIXELS = 8192
 
 
 def _pixel_chunks(shape: torch.Size, target: int | None = None) -> tuple[int, int | None]:
