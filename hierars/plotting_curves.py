@@ -4,11 +4,25 @@ objectives on separate axes. Re-exported by :mod:`hierars.plotting`."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import re
 from pathlib import Path
 
 from hierars.atomic import atomic_savefig
 
-__all__ = ["curve_panels", "plot_training_curves"]
+__all__ = ["curve_panels", "describe_metric", "plot_training_curves"]
+
+
+_CURVE_METRIC = re.compile(r"^val_(?P<name>mIoU|OA|mAcc)_L(?P<level>\d+)(?P<jsps>_jsps)?$")
+
+
+def describe_metric(metric: str) -> tuple[str, str]:
+    """Readable ``(title, y-axis label)`` of a curve column, e.g. ``val_mIoU_L3_jsps`` ->
+    ``("validation mIoU, L3 (JSPS)", "mIoU (0-1)")``; unknown columns are returned as they are."""
+    m = _CURVE_METRIC.match(metric)
+    if m:
+        decoding = "JSPS" if m["jsps"] else "argmax"
+        return f"validation {m['name']}, L{m['level']} ({decoding})", f"{m['name']} (0-1)"
+    return {"loss": ("training loss", "loss"), "lr": ("learning rate", "learning rate")}.get(metric, (metric, metric))
 
 
 def curve_panels(curves: Mapping, metrics: Sequence[str], objectives: Mapping[str, str] | None = None,
@@ -22,11 +36,12 @@ def curve_panels(curves: Mapping, metrics: Sequence[str], objectives: Mapping[st
     panels = []
     for metric in metrics:
         runs = [r for r, df in curves.items() if metric in df and df[metric].notna().any()]
+        title = describe_metric(metric)[0]
         if metric in split and objectives:
             for obj in dict.fromkeys(objectives.get(r, "?") for r in runs):
-                panels.append((f"{metric} ({obj})", metric, [r for r in runs if objectives.get(r, "?") == obj]))
+                panels.append((f"{title} ({obj})", metric, [r for r in runs if objectives.get(r, "?") == obj]))
         elif runs:
-            panels.append((metric, metric, runs))
+            panels.append((title, metric, runs))
     return panels
 
 
@@ -72,7 +87,8 @@ def plot_training_curves(curves: Mapping, metrics: Sequence[str] = ("loss", "val
             ax.plot(mean.index, mean.values, color=colors[run], lw=2.0, label=label,
                     marker="." if len(mean) < 15 else None)
         ax.set_xlabel("iteration")
-        ax.set_title(title)
+        ax.set_ylabel(describe_metric(metric)[1])
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[len(panels):]:

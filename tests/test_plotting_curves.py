@@ -50,11 +50,13 @@ def test_losses_of_different_objectives_do_not_share_an_axis():
     curves = {"flat": _curve(), "bhccm_hsc": _curve(scale=10.0), "abl_bi_ce": _curve()}
     objectives = {"flat": "ce", "bhccm_hsc": "hsc", "abl_bi_ce": "ce"}
     panels = curve_panels(curves, ("loss", "val_mIoU_L3"), objectives)
-    assert [(t, r) for t, _, r in panels] == [("loss (ce)", ["flat", "abl_bi_ce"]), ("loss (hsc)", ["bhccm_hsc"]),
-                                              ("val_mIoU_L3", ["flat", "bhccm_hsc", "abl_bi_ce"])]
+    assert [(t, r) for t, _, r in panels] == [("training loss (ce)", ["flat", "abl_bi_ce"]),
+                                              ("training loss (hsc)", ["bhccm_hsc"]),
+                                              ("validation mIoU, L3 (argmax)", ["flat", "bhccm_hsc", "abl_bi_ce"])]
     fig = plot_training_curves(curves, metrics=("loss", "val_mIoU_L3"), objectives=objectives)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["loss (ce)", "loss (hsc)", "val_mIoU_L3"]
+    assert titles == ["training loss (ce)", "training loss (hsc)", "validation mIoU, L3 (argmax)"]
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_title()] == ["loss", "loss", "mIoU (0-1)"]
     hsc_ax = fig.axes[1]
     assert {str(line.get_label()).split(" ")[0] for line in hsc_ax.get_lines()} >= {"bhccm_hsc"}
     assert not any("flat" in str(line.get_label()) for line in hsc_ax.get_lines())
@@ -63,3 +65,11 @@ def test_losses_of_different_objectives_do_not_share_an_axis():
 def test_unknown_metrics_are_an_error():
     with pytest.raises(ValueError, match="none of the metrics"):
         plot_training_curves({"r": _curve()}, metrics=("val_mIoU_L9",))
+
+
+def test_describe_metric():
+    from hierars.plotting_curves import describe_metric
+
+    assert describe_metric("val_mIoU_L2_jsps") == ("validation mIoU, L2 (JSPS)", "mIoU (0-1)")
+    assert describe_metric("val_OA_L1") == ("validation OA, L1 (argmax)", "OA (0-1)")
+    assert describe_metric("lr")[0] == "learning rate" and describe_metric("custom") == ("custom", "custom")
