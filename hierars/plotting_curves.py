@@ -3,8 +3,8 @@ objectives on separate axes. Re-exported by :mod:`hierars.plotting`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hierars.atomic import atomic_savefig
