@@ -1,5 +1,9 @@
 """Hierarchical losses (method-spec §2–3), as functional + ``nn.Module`` pairs (kornia style).
 
+(Over 400 lines on purpose: the spec's losses share one set of label checks and conventions, and the HSC loss's fast
+path — one autograd node, closed-form backward, pixel chunks — stays next to the readable formulation it is tested
+against.)
+
 Conventions shared by every loss here:
 
 - ``logits``: list of L tensors coarse→fine, each B×N_l×h×w (any h×w; they are upsampled bilinearly,
