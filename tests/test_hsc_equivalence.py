@@ -72,15 +72,15 @@ def ref_merging_block(mb: MergingBlock, x):
     return proj * channel_att * spatial_att
 
 
-def ref_bhccm(head: BHCCM, x):
-    feats = [hd(head.dropout(x)) for hd in head.heads]
+def fuse_with(head: BHCCM, feats, block):
+    """BHCCM's cross-level fusion (method-spec §1) written out once, with ``block(mb, x)`` as the Merging Block."""
     L = head.num_levels_out
     if head.use_c2f:
         refined = [feats[0]]
         for j in range(1, L):
             out = head.c2f_beta[str(j)] * feats[j]
             for k in range(j):
-                out = out + head.c2f_alpha[f"{k}_{j}"] * ref_merging_block(head.c2f_blocks[f"{k}_{j}"], feats[k])
+                out = out + head.c2f_alpha[f"{k}_{j}"] * block(head.c2f_blocks[f"{k}_{j}"], feats[k])
             refined.append(out)
     else:
         refined = feats
@@ -90,10 +90,14 @@ def ref_bhccm(head: BHCCM, x):
     for j in range(L - 1):
         out = head.f2c_beta[str(j)] * feats[j]
         for k in range(j + 1, L):
-            out = out + head.f2c_alpha[f"{k}_{j}"] * ref_merging_block(head.f2c_blocks[f"{k}_{j}"], refined[k])
+            out = out + head.f2c_alpha[f"{k}_{j}"] * block(head.f2c_blocks[f"{k}_{j}"], refined[k])
         outs.append(out)
     outs.append(head.f2c_alpha_fine * refined[-1] + head.f2c_beta[str(L - 1)] * feats[-1])
     return outs
+
+
+def ref_bhccm(head: BHCCM, x):
+    return fuse_with(head, [hd(head.dropout(x)) for hd in head.heads], ref_merging_block)
 
 
 # frozen copy of the BHCCM forward as of commit 582f20f (before the grouped Merging Blocks): one MergingBlock
@@ -115,28 +119,7 @@ def frozen_level_logits(head: BHCCM, x):
 
 
 def frozen_fuse(head: BHCCM, feats):
-    L = head.num_levels_out
-    if head.use_c2f:
-        refined = [feats[0]]
-        for j in range(1, L):
-            out = head.c2f_beta[str(j)] * feats[j]
-            for k in range(j):
-                key = f"{k}_{j}"
-                out = out + head.c2f_alpha[key] * frozen_merging_block(head.c2f_blocks[key], feats[k])
-            refined.append(out)
-    else:
-        refined = feats
-    if not head.use_f2c:
-        return refined
-    outs = []
-    for j in range(L - 1):
-        out = head.f2c_beta[str(j)] * feats[j]
-        for k in range(j + 1, L):
-            key = f"{k}_{j}"
-            out = out + head.f2c_alpha[key] * frozen_merging_block(head.f2c_blocks[key], refined[k])
-        outs.append(out)
-    outs.append(head.f2c_alpha_fine * refined[-1] + head.f2c_beta[str(L - 1)] * feats[-1])
-    return outs
+    return fuse_with(head, feats, frozen_merging_block)
 
 
 # ----------------------------------------------------------------------------- inputs
