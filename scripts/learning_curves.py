@@ -91,13 +91,11 @@ def analyse(params: dict, run: str, seed: int, ckpt: Path, out: Path) -> None:
             sample = val_ds[i]
             logits = upsample_logits(as_level_list(model(sample["image"][None])), tuple(sample["mask"].shape[-2:]))
             pred = predict_levels(logits, h, mode=mode)
+            meter.update(pred, sample["mask"][None])
             one = HierarchicalMetrics(h)
             one.update(pred, sample["mask"][None])
             for lv, cm in enumerate(one.confusion):
                 per_image[lv].append(cm.numpy())
-                meter.confusion[lv] += cm
-            meter.consistent_pixels += one.consistent_pixels
-            meter.labelled_pixels += one.labelled_pixels
     result = {"run": run, "seed": seed, "mode": mode, "val_images": len(val_ds), **meter.to_flat_dict(per_class=True),
               **{f"L{lv + 1}_{k}": v for lv in range(1, h.num_levels) for k, v in meter.error_structure(lv).items()}}
     for lv, cms in enumerate(per_image):
