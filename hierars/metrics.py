@@ -104,8 +104,8 @@ class HierarchicalMetrics:
                 acc = np.where(area_label > 0, inter / area_label, np.nan)
             total = area_label.sum()
             out["IoU"].append(iou)
-            out["mIoU"].append(float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"))
-            out["mAcc"].append(float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"))
+            out["mIoU"].append(float(_nanmean_rows(iou)))
+            out["mAcc"].append(float(_nanmean_rows(acc)))
             out["OA"].append(float(inter.sum() / total) if total > 0 else float("nan"))
             out["num_pixels"].append(int(total))
         out["consistency"] = (
@@ -218,7 +218,7 @@ def miou_conventions(confusions: np.ndarray) -> dict[str, float]:
     per_image = _nanmean_rows(iou_per_class(cms))
     return {"dataset": float(_nanmean_rows(iou)),
             "present": float(iou[present].mean()) if present.any() else float("nan"),
-            "per_image": float(np.nanmean(per_image)) if np.isfinite(per_image).any() else float("nan")}
+            "per_image": float(_nanmean_rows(per_image))}
 
 
 def bootstrap_miou(confusions: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0
