@@ -14,6 +14,8 @@ threads), or a scaling curve; absolute times only give the scale. Sections (func
    so the RSS high-water mark after each size is that size's peak).
 6. ``data_loading`` — time to load + augment a training batch (GeoTIFF tiles from a generated prepared folder,
    ``SeededSamples`` + ``pad_collate`` + ``SegAugment``) vs the training step on that batch.
+7. ``encoders`` — one flat training step per timm encoder relative to the default ``tu-convnext_atto``
+   (``benchmarks/bench_encoders.py``): could a cheaper encoder buy the default its convergence budget?
 
 Usage (from the repository root)::
 
@@ -45,6 +47,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
 import bench_bhccm  # noqa: E402
+import bench_encoders  # noqa: E402
 import bench_retrieval  # noqa: E402
 import bench_translu  # noqa: E402
 from timing import median_times, summary  # noqa: E402
@@ -284,6 +287,10 @@ def table_rows(r: dict) -> list[tuple[str, str, str]]:
     for w, v in sw["by_window"].items():
         rows.append((f"sliding window {w}² on {sw['image'][1]}²: bare forward share", f"{v['forward_share']:.2f}",
                      f"{v['megapixels_per_s']:.3f} MP/s, {v['windows']} windows, peak RSS +{v['peak_rss_increase_mb']:.0f} MB"))
+    for enc, v in r["encoders"]["steps"].items():
+        if enc != bench_encoders.DEFAULT:
+            rows.append((f"flat FPN-64 step, {enc} / {bench_encoders.DEFAULT}", f"{v['ratio_to_default']:.2f}",
+                         f"{v['median_s'] * 1e3:.1f} ms, {v['params'] / 1e6:.2f} M parameters, 1 thread"))
     d = r["data_loading"]
     rows.append(("load+augment batch / train step", f"{d['load_over_step']:.3f}",
                  f"{d['load_batch_s'] * 1e3:.1f} ms vs {d['train_step_s'] * 1e3:.1f} ms, batch {d['batch']} of "
@@ -298,7 +305,7 @@ def format_table(rows: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = ("bhccm_vs_flat", "jsps", "translu", "retrieval", "sliding_window", "data_loading")
+SECTIONS = ("bhccm_vs_flat", "jsps", "translu", "retrieval", "sliding_window", "data_loading", "encoders")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -325,7 +332,10 @@ def main(argv: list[str] | None = None) -> dict:
                     ("translu", lambda: translu_cost(quick, batch, warmup, steps)),
                     ("retrieval", lambda: retrieval_curve(quick)),
                     ("sliding_window", lambda: sliding_window(quick, a.threads)),
-                    ("data_loading", lambda: data_loading(quick, batch, warmup, steps))):
+                    ("data_loading", lambda: data_loading(quick, batch, warmup, steps)),
+                    ("encoders", lambda: bench_encoders.bench(bench_encoders.ENCODERS[:2] if quick else
+                                                              bench_encoders.ENCODERS, 2 if quick else 8, 64,
+                                                              warmup, steps))):
         ts = time.perf_counter()
         torch.set_num_threads(a.threads)
         report[key] = fn()
