@@ -2,7 +2,8 @@
 
 The default's comparisons flatten at 600-900 iterations (fidelity study), 2.5-3.75x the default's 240; on 2 cores
 that only fits the 20-minute target if a training step gets that much cheaper. This measures one flat training step
-(``smp.create_model("fpn", encoder_name=E)``, random init, AdamW, CE) at the default profile's shape (batch 8 of
+(the pipeline's flat model, ``hierars.models.build_model("fpn", E, 10, mm5b, head="flat")``, random init, AdamW,
+level CE as in training) at the default profile's shape (batch 8 of
 10 x 64², 64-channel FPN) for several timm encoders, interleaved (side by side), one torch thread, CPU time of the
 thread (``time.thread_time``: not inflated by other processes), and prints each one's cost relative to the default
 ``tu-convnext_atto``.
@@ -22,33 +23,39 @@ import sys
 import time
 from pathlib import Path
 
-import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
 
 from timing import median_times, summary  # noqa: E402
+
+from hierars import Hierarchy  # noqa: E402
+from hierars.atomic import atomic_write_text  # noqa: E402
+from hierars.losses import HierarchicalCELoss  # noqa: E402
+from hierars.models import build_model  # noqa: E402
 
 DEFAULT = "tu-convnext_atto"
 ENCODERS = [DEFAULT, "tu-mobilenetv2_050", "tu-mobilenetv3_small_100", "tu-regnetx_002", "tu-resnet10t",
             "tu-efficientnet_b0", "tu-resnet18"]  # fmt: skip
 
 
-def step_fn(encoder: str, batch: int, size: int, bands: int, classes: int, channels: int):
-    """A closure running one training step of a flat FPN with ``encoder``; and its parameter count."""
-    model = smp.create_model("fpn", encoder_name=encoder, encoder_weights=None, in_channels=bands, classes=classes,
-                             decoder_segmentation_channels=channels, decoder_pyramid_channels=channels)
-    opt = torch.optim.AdamW(model.parameters(), lr=6e-4)
+def step_fn(encoder: str, h: Hierarchy, batch: int, size: int, bands: int, channels: int):
+    """A closure running one training step of the pipeline's flat FPN with ``encoder`` (as ``flat_ce`` in
+    ``bench_bhccm.bench_train_step``); and its parameter count."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, bands, size, size, generator=gen)
-    y = torch.randint(0, classes, (batch, size, size), generator=gen)
+    leaf = torch.randint(0, h.num_classes[-1], (batch, size, size), generator=gen)
+    y = torch.stack([h.lift(leaf, lvl) for lvl in range(h.num_levels)], dim=1)
+    torch.manual_seed(0)
+    model = build_model("fpn", encoder, bands, h, head="flat", decoder_channels=channels).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4)
+    loss = HierarchicalCELoss()
 
     def step() -> None:
-        loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss(model(x), y).backward()
         opt.step()
 
     return step, sum(p.numel() for p in model.parameters())
@@ -58,15 +65,16 @@ def bench(encoders: list[str], batch: int = 8, size: int = 64, warmup: int = 3, 
     """Interleaved step times of a flat FPN-64 per encoder (1 thread, thread CPU time) and each one's ratio to
     ``tu-convnext_atto``: ``{"setting": ..., "steps": {encoder: {median_s, q1_s, q3_s, n, params, ratio_to_default}}}``."""
     torch.set_num_threads(1)
+    h = Hierarchy.builtin("mm5b")
     encoders = [DEFAULT] + [e for e in encoders if e != DEFAULT]
     fns, params = {}, {}
     for enc in encoders:
-        fns[enc], params[enc] = step_fn(enc, batch, size, bands=10, classes=18, channels=64)
+        fns[enc], params[enc] = step_fn(enc, h, batch, size, bands=10, channels=64)
     times = median_times(fns, warmup=warmup, steps=steps, clock=time.thread_time)
     rows = {enc: {**summary(ts), "params": params[enc]} for enc, ts in times.items()}
     for row in rows.values():
         row["ratio_to_default"] = row["median_s"] / rows[DEFAULT]["median_s"]
-    return {"setting": {"arch": "fpn", "decoder_channels": 64, "batch": batch, "size": size, "bands": 10,
+    return {"setting": {"arch": "fpn", "head": "flat", "loss": "level CE", "tree": h.name, "decoder_channels": 64, "batch": batch, "size": size, "bands": 10,
                         "threads": 1, "clock": "thread_time", "interleaved": True},
             "torch": torch.__version__, "steps": rows,
             "needed_ratio": "0.27-0.40 (240 / 600-900 iterations, fidelity study)"}
@@ -84,8 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = bench(args.encoders, args.batch, args.size, args.warmup, args.steps)
     for enc, row in result["steps"].items():
         print(f"{enc:28s} {1000 * row['median_s']:7.1f} ms  x{row['ratio_to_default']:.2f}  {row['params'] / 1e6:.2f} M")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
     return result
 
