@@ -214,7 +214,9 @@ class BHCCM(_Head):
         Exposed so that CDSA (method-spec §4, Eq. 15) can gate the head outputs before fusing them.
 
         The Merging Blocks of a stage that read the same tensor (c2f: MB_{k→l} for all l > k read F_k;
-        f2c: MB_{k→l} for all l < k read F_k') are evaluated together by :func:`_merge_from`.
+        f2c: MB_{k→l} for all l < k read F_k') are evaluated together by :func:`_merge_stage`; so are all blocks
+        of a stage, whose inputs are known before it starts (c2f: the head outputs F_k; f2c: the c2f outputs
+        F_k'), so each stage is one call.
         """
         if len(feats) != self.num_levels_out or any(f.shape[1] != n for f, n in zip(feats, self.num_classes)):
             raise ValueError(
@@ -225,20 +227,24 @@ class BHCCM(_Head):
         if self.use_c2f:
             # acc[j] = β_j F_j + Σ_{k<j} α_{k→j} MB_{k→j}(F_k), the contributions added source by source
             acc: list[torch.Tensor | None] = [None] + [self.c2f_beta[str(j)] * feats[j] for j in range(1, L)]
+            groups = []
             for k in range(L - 1):
                 keys = [f"{k}_{j}" for j in range(k + 1, L)]
-                acc = _merge_from(feats[k], [self.c2f_blocks[key] for key in keys],
-                                  [self.c2f_alpha[key] for key in keys], list(range(k + 1, L)), acc)
+                groups.append((feats[k], [self.c2f_blocks[key] for key in keys],
+                               [self.c2f_alpha[key] for key in keys], list(range(k + 1, L))))
+            acc = _merge_stage(groups, acc)
             refined = [feats[0], *acc[1:]]  # F_1' = F_1
         else:
             refined = feats  # fine_to_coarse only: F_l' = F_l
         if not self.use_f2c:
             return refined
         acc = [self.f2c_beta[str(j)] * feats[j] for j in range(L - 1)] + [None]
+        groups = []
         for k in range(L - 1, 0, -1):
             keys = [f"{k}_{j}" for j in range(k)]
-            acc = _merge_from(refined[k], [self.f2c_blocks[key] for key in keys],
-                              [self.f2c_alpha[key] for key in keys], list(range(k)), acc)
+            groups.append((refined[k], [self.f2c_blocks[key] for key in keys],
+                           [self.f2c_alpha[key] for key in keys], list(range(k))))
+        acc = _merge_stage(groups, acc)
         acc[-1] = self.f2c_alpha_fine * refined[-1] + self.f2c_beta[str(L - 1)] * feats[-1]
         return acc
 
@@ -251,54 +257,69 @@ def _has_forward_hooks(blocks: list[MergingBlock]) -> bool:
                 or any(mb._forward_hooks or mb._forward_pre_hooks for mb in blocks))
 
 
-def _merge_from(
-    x: torch.Tensor,
-    blocks: list[MergingBlock],
-    alphas: list[torch.Tensor],
-    targets: list[int],
+def _merge_stage(
+    groups: list[tuple[torch.Tensor, list[MergingBlock], list[torch.Tensor], list[int]]],
     acc: list[torch.Tensor | None],
 ) -> list[torch.Tensor | None]:
-    """``acc[t_i] += α_i · MB_i(x)`` for Merging Blocks ``MB_i`` that all read the same x (B×Cin×h×w).
+    """``acc[t] += α · MB(x)`` for every Merging Block of one fusion stage, evaluated together.
 
-    Same maths as calling each :class:`MergingBlock` (the result equals it to float rounding), with the
-    blocks' parameters stacked so that every operation runs once for the group: the poolings of x (over
-    space for the channel attention, over channels for the spatial attention) are shared, the 1×1 aligns,
-    the first MLP layers and the 7×7 convs run as one conv / matmul each with the blocks' weights
-    concatenated along the output axis (no extra multiply-adds), and the scalar α_i multiplies the small
-    channel attention B×Cout_i instead of the B×Cout_i×h×w product. If a block has forward hooks (or
-    global ones are set) the blocks are called one by one instead, so that the hooks see each call.
+    ``groups``: one ``(x, blocks, alphas, targets)`` per source tensor x (B×Cin_s×h×w; the sources of a
+    stage may differ in channels): the blocks ``MB_i`` that read x, their scalars α_i and target levels.
     ``acc``: per-level tensors B×N_l×h×w (or ``None``); returns the updated list.
+
+    Same maths as calling each :class:`MergingBlock` (the result equals it to float rounding), with fewer,
+    larger operations, since on CPU at decoder resolution (16×16 for 64-px tiles) the time goes to the
+    number of operations rather than their size: the sources are concatenated along channels and every
+    block's weights placed in one block-diagonal matrix per layer, so that the 1×1 aligns, each MLP layer
+    and the 7×7 spatial convs run as one conv / matmul for the whole stage (the off-diagonal zeros add
+    multiply-adds by exact zeros: a few thousand per pixel, nothing next to the decoder); the poolings over
+    space are shared by the blocks of a stage, those over channels by the blocks of a source; the scalar α_i
+    multiplies the small channel attention B×Cout_i instead of the B×Cout_i×h×w product. If a block has
+    forward hooks (or global ones are set) the blocks are called one by one instead, so that the hooks see
+    each call.
     """
-    _check_input(x, blocks[0].cin)
+    blocks = [mb for _, group, _, _ in groups for mb in group]
+    for x, group, _, _ in groups:
+        _check_input(x, group[0].cin)
     if _has_forward_hooks(blocks):  # hooks (e.g. hierars.project.teaching) see every block's call
         acc = list(acc)
-        for mb, alpha, t in zip(blocks, alphas, targets):
-            term = alpha * mb(x)
-            acc[t] = term if acc[t] is None else acc[t] + term
+        for x, group, alphas, targets in groups:
+            for mb, alpha, t in zip(group, alphas, targets):
+                term = alpha * mb(x)
+                acc[t] = term if acc[t] is None else acc[t] + term
         return acc
-    batch, hidden = x.shape[0], blocks[0].fc1.out_channels
+    sources = [x for x, _, _, _ in groups]
+    batch = sources[0].shape[0]
     couts = [mb.cout for mb in blocks]
+    x = sources[0] if len(sources) == 1 else torch.cat(sources, dim=1)  # B×ΣCin_s×h×w
 
-    def stacked(get) -> torch.Tensor:
-        return get(blocks[0]) if len(blocks) == 1 else torch.cat([get(mb) for mb in blocks])
+    def diag(get) -> torch.Tensor:
+        """Block-diagonal matrix of the 2-D weights ``get(mb)`` (rows: the blocks' outputs in order;
+        columns: the concatenated sources' channels), one block per source."""
+        per_source = [torch.cat([get(mb) for mb in group]) for _, group, _, _ in groups]
+        return per_source[0] if len(per_source) == 1 else torch.block_diag(*per_source)
 
     # P for all blocks: B×ΣCout×h×w
-    proj = F.conv2d(x, stacked(lambda mb: mb.align.weight), stacked(lambda mb: mb.align.bias))
-    # channel attention: the shared MLP on [avg; max] pooled x (2B×Cin), per block; max pooling keeps the
+    proj = F.conv2d(x, diag(lambda mb: mb.align.weight.flatten(1))[:, :, None, None],
+                    torch.cat([mb.align.bias for mb in blocks]))
+    # channel attention: the shared MLP on [avg; max] pooled x (2B×ΣCin), per block; max pooling keeps the
     # index-based backward of nn.AdaptiveMaxPool2d (gradient to one position)
     pooled = torch.cat([x.mean(dim=(2, 3)), x.flatten(2).max(dim=2).values])
-    hid = torch.relu(F.linear(pooled, stacked(lambda mb: mb.fc1.weight.flatten(1))))  # 2B×(n·hidden)
-    # split (not slicing): its backward is one cat, a slice's backward zero-fills the whole input
-    mlp = [F.linear(h, mb.fc2.weight.flatten(1)) for h, mb in zip(hid.split(hidden, dim=1), blocks)]
-    mlp = mlp[0] if len(blocks) == 1 else torch.cat(mlp, dim=1)  # 2B×ΣCout
-    alpha = alphas[0] if len(blocks) == 1 else torch.cat([a.expand(c) for a, c in zip(alphas, couts)])
+    hid = torch.relu(F.linear(pooled, diag(lambda mb: mb.fc1.weight.flatten(1))))  # 2B×(n·hidden)
+    fc2 = [mb.fc2.weight.flatten(1) for mb in blocks]  # Cout_i×hidden each, on block i's hidden units
+    mlp = F.linear(hid, fc2[0] if len(fc2) == 1 else torch.block_diag(*fc2))  # 2B×ΣCout
+    alpha = torch.cat([a.expand(mb.cout) for _, group, alphas, _ in groups for a, mb in zip(alphas, group)])
     channel_att = (torch.sigmoid(mlp[:batch] + mlp[batch:]) * alpha)[:, :, None, None]  # α_i Ac_i
-    # spatial attention for all blocks: B×n×h×w. Channels-last input: PyTorch then runs the 2→n 7×7 conv
-    # through oneDNN instead of the im2col fallback (_slow_conv2d), about half the time at 16×16
-    spatial_in = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
-    spatial_att = torch.sigmoid(F.conv2d(spatial_in.contiguous(memory_format=torch.channels_last),
-                                         stacked(lambda mb: mb.spatial.weight), padding=3))
+    # spatial attention for all blocks: B×n×h×w, from [mean_c x_s, max_c x_s] of each source (2 channels
+    # each). Channels-last input: PyTorch then runs the 7×7 conv through oneDNN instead of the im2col
+    # fallback (_slow_conv2d), about half the time at 16×16
+    spatial_in = torch.cat([t for xs in sources
+                            for t in (xs.mean(dim=1, keepdim=True), xs.amax(dim=1, keepdim=True))], dim=1)
+    spatial_w = diag(lambda mb: mb.spatial.weight.flatten(1)).view(len(blocks), 2 * len(sources), 7, 7)
+    spatial_att = torch.sigmoid(F.conv2d(spatial_in.contiguous(memory_format=torch.channels_last), spatial_w,
+                                         padding=3))
     gated = (proj * channel_att).split(couts, dim=1)
+    targets = [t for _, _, _, ts in groups for t in ts]
     acc = list(acc)
     for t, part, att in zip(targets, gated, spatial_att.split(1, dim=1)):
         acc[t] = part * att if acc[t] is None else torch.addcmul(acc[t], part, att)
