@@ -272,7 +272,9 @@ def _merge_stage(
     number of operations rather than their size: the sources are concatenated along channels and every
     block's weights placed in one block-diagonal matrix per layer, so that the 1×1 aligns, each MLP layer
     and the 7×7 spatial convs run as one conv / matmul for the whole stage (the off-diagonal zeros add
-    multiply-adds by exact zeros: a few thousand per pixel, nothing next to the decoder); the poolings over
+    multiply-adds by exact zeros: about a thousand per pixel for the mm5b tree, nothing next to the decoder;
+    ``torch.utils.flop_counter`` tracks modules with global hooks, so it counts the blocks one by one, i.e. the
+    spec's multiply-adds); the poolings over
     space are shared by the blocks of a stage, those over channels by the blocks of a source; the scalar α_i
     multiplies the small channel attention B×Cout_i instead of the B×Cout_i×h×w product. If a block has
     forward hooks (or global ones are set) the blocks are called one by one instead, so that the hooks see
