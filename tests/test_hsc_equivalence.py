@@ -318,6 +318,34 @@ def test_bhccm_merging_block_hooks_still_fire():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_bhccm_flop_count_is_the_spec_multiply_adds():
+    """Table VIII's FLOPs (``torch.utils.flop_counter``) count the Merging Blocks one by one, as the spec writes
+    them, not the block-diagonal stage calls with their zero blocks: the counter's module tracking sets global
+    hooks, which take the per-block path. Equal to the count with a hook forcing that path, and to the analytic
+    count of the 1×1, MLP and 7×7 convolutions (2 FLOPs per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    head = BHCCM(8, MM5B.num_classes).eval()
+    x = torch.randn(1, 8, 6, 5)
+
+    def count() -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            head(x)
+        return fc.get_total_flops()
+
+    plain = count()
+    handle = head.f2c_blocks["2_0"].register_forward_hook(lambda *_: None)
+    hooked = count()
+    handle.remove()
+    assert plain == hooked
+    nc, px = MM5B.num_classes, 6 * 5
+    blocks = [(nc[k], nc[j]) for j in range(1, 3) for k in range(j)] + [(nc[k], nc[j]) for j in range(2) for k in
+                                                                       range(j + 1, 3)]
+    macs = 8 * sum(nc) * px  # level heads
+    macs += sum(cin * cout * px + 2 * (cin * 4 + 4 * cout) + 2 * 49 * px for cin, cout in blocks)
+    assert plain == 2 * macs
+
+
 @pytest.mark.parametrize("chunk", [7, 25, 150, 10_000])
 @pytest.mark.parametrize("mu,weights", [(1.0, None), (0.5, [0.4, 0.7, 1.3]), (0.0, None)])
 def test_hsc_loss_in_pixel_chunks_matches_previous_code(monkeypatch, chunk, mu, weights):
