@@ -39,6 +39,7 @@ from hierars.atomic import atomic_write_csv, atomic_write_json
 from hierars.hierarchy import Hierarchy
 from hierars.levels import as_level_list
 from hierars.training import distributed
+from hierars.training.allocator import retain_freed_memory
 from hierars.training.checkpoint import check_resume_config, load_checkpoint, save_checkpoint
 from hierars.training.config import TrainConfig
 from hierars.training.distributed import DistInfo
@@ -137,6 +138,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
         raise ValueError("the training dataset is empty")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    retain_freed_memory()  # glibc: reuse freed activations instead of page-faulting them in every step (~20 %)
     info, device = distributed.setup(resolve_device(cfg.device))  # torchrun: join the job (no-op otherwise)
     use_amp = cfg.amp and device.type == "cuda"
     if cfg.amp and not use_amp:
