@@ -17,10 +17,15 @@ Measures, and writes to ``reports/benchmarks/bhccm.json``:
    the allocations made by ``path_scores`` (inference) and by the path-KL term forward + backward
    (training), from ``torch.profiler`` memory events (CPU; no CUDA needed).
 
+The process uses the malloc settings that training uses (:func:`hierars.training.allocator.retain_freed_memory`,
+freed tensors kept instead of unmapped); ``--system-malloc`` leaves glibc's defaults, to measure what they cost.
+
 Usage (from the repo root)::
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_bhccm.py   # all settings, 1 thread, ~5-8 min
     .venv/bin/python benchmarks/bench_bhccm.py --quick         # a few steps, for a smoke run
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_bhccm.py --settings fpn64_convnext_atto_10x64 \
+        --system-malloc --out /tmp/system.json                 # the default step with glibc's own malloc settings
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from hierars.decoding import jsps, predict_levels  # noqa: E402
 from hierars.losses import HierarchicalCELoss, HSCLoss, path_kl, path_scores  # noqa: E402
 from hierars.models import build_model  # noqa: E402
 from hierars.project import resolve_path  # noqa: E402
+from hierars.training.allocator import retain_freed_memory  # noqa: E402
 
 #: (name, arch, encoder, in_channels, size, decoder_channels): the pipeline's default CPU profile (64-px
 #: tiles, params.yaml ``train``), its 128-px variant, then design.md's UPerNet reference (1.45 s flat /
@@ -211,14 +217,18 @@ def main(argv: list[str] | None = None) -> dict:
                     choices=[s[0] for s in TRAIN_SETTINGS])
     ap.add_argument("--quick", action="store_true", help="1 warm-up, 3 steps, small sizes (smoke test)")
     ap.add_argument("--out", default="reports/benchmarks/bhccm.json")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="leave glibc malloc as it is (default: the thresholds training sets, "
+                         "hierars.training.allocator)")
     a = ap.parse_args(argv)
+    allocator = "system" if a.system_malloc else ("retain_freed_memory" if retain_freed_memory() else "system")
     if a.quick:
         a.warmup, a.steps, a.jsps_size, a.mem_batch, a.batch = 1, 3, 128, 2, 2
     torch.set_num_threads(a.threads)
     clock = time.thread_time if a.threads == 1 else time.perf_counter
     h = Hierarchy.builtin("mm5b")
     report: dict = {"hierarchy": h.name, "num_classes": list(h.num_classes), "threads": a.threads,
-                    "step_clock": clock.__name__,
+                    "step_clock": clock.__name__, "malloc": allocator,
                     "torch": torch.__version__, "machine": platform.machine(), "cpu_count": torch.get_num_threads(),
                     "quick": a.quick, "train_step": {}}
     for name, arch, enc, in_ch, size, dec in TRAIN_SETTINGS:
@@ -227,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
         size = min(size, 64) if a.quick else size
         r = bench_train_step(h, arch, enc, in_ch, size, dec, a.batch, a.warmup, a.steps, clock)
         report["train_step"][name] = r
-        print(f"[train step, {clock.__name__}] {name}: flat {r['step']['flat_ce']['median_s']:.3f}s, "
+        print(f"[train step, {clock.__name__}, malloc {allocator}] {name}: flat {r['step']['flat_ce']['median_s']:.3f}s, "
               f"bhccm+hsc {r['step']['bhccm_hsc']['median_s']:.3f}s, ratio {r['ratio_bhccm_hsc_over_flat']:.3f} "
               f"(target <= 1.10: {'ok' if r['meets_target'] else 'MISSED'}); head+loss fwd/bwd: "
               + ", ".join(f"{k} {v:.3f}s" for k, v in r["head_plus_loss_fwd_bwd_s"].items()), flush=True)
