@@ -56,3 +56,23 @@ def test_a_users_environment_setting_wins():
     before, first, _, after, _ = _run({"MALLOC_MMAP_THRESHOLD_": "131072"})
     assert first == "False"
     assert int(after) >= 24 << 20  # the user's 128 KiB threshold still maps the block
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core per arm")
+def test_bench_malloc_smoke(tmp_path):
+    """benchmarks/bench_malloc.py: both arms ran, on different cores, and the retained arm had the setting."""
+    import json
+    from pathlib import Path
+
+    out = tmp_path / "malloc.json"
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_malloc.py"
+    subprocess.run([sys.executable, str(bench), "--rounds", "2", "--warmup", "1", "--steps", "2", "--out", str(out)],
+                   check=True, capture_output=True, timeout=600)
+    report = json.loads(out.read_text())
+    assert len(report["ratios"]) == 2 and all(r > 0 for r in report["ratios"])
+    for rd in report["per_round"]:
+        runs = rd["runs"]
+        assert runs["retained"]["applied"] is True and runs["system"]["applied"] is False
+        assert runs["retained"]["core"] != runs["system"]["core"]
+        assert all(t > 0 for arm in runs.values() for t in arm["step_s"])
+    assert report["per_round"][0]["runs"]["system"]["core"] == report["per_round"][1]["runs"]["retained"]["core"]

@@ -1,0 +1,137 @@
+"""Benchmark the malloc settings training uses (:mod:`hierars.training.allocator`) against glibc's defaults.
+
+The setting is per process and cannot be undone, so the two arms run in separate processes, **at the same time**,
+each pinned to its own core (so the machine's drift between runs, 0.14-0.19 s for this step within one morning,
+hits both alike), and the cores are swapped every round. Each process trains the pipeline's default step (FPN-64,
+convnext_atto, BHCCM + HSC + AdamW, batch 8 of 10 × 64², 1 thread) and reports per step: CPU time
+(``time.thread_time``), user and kernel time, and minor page faults. Prints the medians, the per-round ratio
+retained / system, and writes ``reports/benchmarks/malloc.json``.
+
+Usage (from the repo root, on an otherwise idle 2-core machine, Linux with glibc)::
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_malloc.py              # 6 rounds x 30 steps, ~4 min
+    .venv/bin/python benchmarks/bench_malloc.py --rounds 2 --steps 3 --out /tmp/m.json  # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ARMS = ("system", "retained")
+
+
+def worker(arm: str, core: int, warmup: int, steps: int) -> dict:
+    """One arm in this process: returns per-step times and fault counts."""
+    os.sched_setaffinity(0, {core})
+    import torch
+
+    from hierars import Hierarchy
+    from hierars.losses import HSCLoss
+    from hierars.models import build_model
+    from hierars.training.allocator import retain_freed_memory
+
+    applied = retain_freed_memory() if arm == "retained" else False
+    torch.set_num_threads(1)
+    h = Hierarchy.builtin("mm5b")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 10, 64, 64, generator=g)
+    leaf = torch.randint(0, h.num_classes[-1], (8, 64, 64), generator=g)
+    y = torch.stack([h.lift(leaf, level) for level in range(h.num_levels)], dim=1)
+    torch.manual_seed(0)
+    model = build_model("fpn", "tu-convnext_atto", 10, h, head="bhccm", decoder_channels=64).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss = HSCLoss(h)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss(model(x), y).backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    times = []
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(steps):
+        t = time.thread_time()
+        step()
+        times.append(time.thread_time() - t)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {"arm": arm, "core": core, "applied": applied, "step_s": times,
+            "user_s_per_step": (r1.ru_utime - r0.ru_utime) / steps,
+            "kernel_s_per_step": (r1.ru_stime - r0.ru_stime) / steps,
+            "minor_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / steps}
+
+
+def _launch(arm: str, core: int, warmup: int, steps: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    return subprocess.Popen([sys.executable, __file__, "--worker", arm, "--core", str(core), "--warmup", str(warmup),
+                             "--steps", str(steps)], stdout=subprocess.PIPE, text=True, env=env)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=6, help="pairs of concurrent runs (cores swapped each round)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per run")
+    ap.add_argument("--out", default="reports/benchmarks/malloc.json")
+    ap.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
+    ap.add_argument("--core", type=int, default=0, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:
+        print(json.dumps(worker(a.worker, a.core, a.warmup, a.steps)))
+        return {}
+    if not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("bench_malloc needs Linux and 2 usable cores (one per arm)")
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    rounds = []
+    for r in range(a.rounds):
+        pair = {arm: _launch(arm, cores[(i + r) % 2], a.warmup, a.steps) for i, arm in enumerate(ARMS)}
+        res = {}
+        for arm, proc in pair.items():
+            out, _ = proc.communicate()
+            if proc.returncode:
+                raise SystemExit(f"the {arm} worker failed (exit {proc.returncode})")
+            res[arm] = json.loads(out.strip().splitlines()[-1])
+        med = {arm: statistics.median(res[arm]["step_s"]) for arm in ARMS}
+        ratio = med["retained"] / med["system"]
+        print(f"round {r}: system {med['system']:.4f} s (core {res['system']['core']}, "
+              f"{res['system']['minor_faults_per_step']:.0f} faults, kernel {res['system']['kernel_s_per_step'] * 1e3:.1f} ms)"
+              f" | retained {med['retained']:.4f} s ({res['retained']['minor_faults_per_step']:.0f} faults, kernel "
+              f"{res['retained']['kernel_s_per_step'] * 1e3:.1f} ms) | ratio {ratio:.3f}", flush=True)
+        rounds.append({"median_step_s": med, "ratio_retained_over_system": ratio, "runs": res})
+    ratios = [rd["ratio_retained_over_system"] for rd in rounds]
+    report = {
+        "what": "default training step (FPN-64 convnext_atto BHCCM+HSC+AdamW, 8x10x64x64, 1 thread), CPU time",
+        "machine": platform.machine(), "python": platform.python_version(), "glibc": platform.libc_ver()[1],
+        "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup,
+        "median_ratio_retained_over_system": statistics.median(ratios), "ratios": ratios,
+        "median_step_s": {arm: statistics.median(rd["median_step_s"][arm] for rd in rounds) for arm in ARMS},
+        "kernel_s_per_step": {arm: statistics.median(rd["runs"][arm]["kernel_s_per_step"] for rd in rounds)
+                              for arm in ARMS},
+        "minor_faults_per_step": {arm: statistics.median(rd["runs"][arm]["minor_faults_per_step"] for rd in rounds)
+                                  for arm in ARMS},
+        "per_round": rounds,
+    }
+    print(f"median over {a.rounds} rounds: system {report['median_step_s']['system']:.4f} s, retained "
+          f"{report['median_step_s']['retained']:.4f} s, ratio retained/system {report['median_ratio_retained_over_system']:.3f}"
+          f" (range {min(ratios):.3f}-{max(ratios):.3f})")
+    from hierars.atomic import atomic_write_text
+
+    atomic_write_text(ROOT / a.out, json.dumps(report, indent=1))  # an absolute --out stays as it is
+    return report
+
+
+if __name__ == "__main__":
+    main()
