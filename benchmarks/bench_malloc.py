@@ -5,7 +5,7 @@ each pinned to its own core (so the machine's drift between runs, 0.14-0.19 s fo
 hits both alike), and the cores are swapped every round. Each process trains the pipeline's default step (FPN-64,
 convnext_atto, BHCCM + HSC + AdamW, batch 8 of 10 × 64², 1 thread) and reports per step: CPU time
 (``time.thread_time``), user and kernel time, and minor page faults. Prints the medians, the per-round ratio
-retained / system, and writes ``reports/benchmarks/malloc.json``.
+retained / system, the paired difference with its 95 % t interval, and writes ``reports/benchmarks/malloc.json``.
 
 Usage (from the repo root, on an otherwise idle 2-core machine, Linux with glibc)::
 
@@ -112,11 +112,18 @@ def main(argv: list[str] | None = None) -> dict:
               f"{res['retained']['kernel_s_per_step'] * 1e3:.1f} ms) | ratio {ratio:.3f}", flush=True)
         rounds.append({"median_step_s": med, "ratio_retained_over_system": ratio, "runs": res})
     ratios = [rd["ratio_retained_over_system"] for rd in rounds]
+    from hierars.comparison import paired_difference  # Student's t on the per-round differences
+
+    diff = paired_difference([rd["median_step_s"]["retained"] for rd in rounds],
+                             [rd["median_step_s"]["system"] for rd in rounds])
     report = {
         "what": "default training step (FPN-64 convnext_atto BHCCM+HSC+AdamW, 8x10x64x64, 1 thread), CPU time",
         "machine": platform.machine(), "python": platform.python_version(), "glibc": platform.libc_ver()[1],
         "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup,
         "median_ratio_retained_over_system": statistics.median(ratios), "ratios": ratios,
+        "step_difference_retained_minus_system_s": {"mean": diff.mean, "lo95": diff.lo, "hi95": diff.hi,
+                                                    "verdict": diff.verdict.replace("better", "slower")
+                                                    .replace("worse", "faster")},
         "median_step_s": {arm: statistics.median(rd["median_step_s"][arm] for rd in rounds) for arm in ARMS},
         "kernel_s_per_step": {arm: statistics.median(rd["runs"][arm]["kernel_s_per_step"] for rd in rounds)
                               for arm in ARMS},
@@ -126,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(f"median over {a.rounds} rounds: system {report['median_step_s']['system']:.4f} s, retained "
           f"{report['median_step_s']['retained']:.4f} s, ratio retained/system {report['median_ratio_retained_over_system']:.3f}"
-          f" (range {min(ratios):.3f}-{max(ratios):.3f})")
+          f" (range {min(ratios):.3f}-{max(ratios):.3f}); retained - system per step, paired by round: "
+          f"{diff.format(scale=1e3, digits=1)} ms")
     from hierars.atomic import atomic_write_text
 
     atomic_write_text(ROOT / a.out, json.dumps(report, indent=1))  # an absolute --out stays as it is

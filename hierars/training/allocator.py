@@ -6,12 +6,14 @@ KiB, raised dynamically up to 32 MiB) with a fresh ``mmap`` and returns them to 
 gives the top of the heap back above its trim threshold. A training step allocates and frees the same
 activations and gradients (0.1-30 MB each) every step, so without these settings a step keeps touching new
 pages. Measured on the pipeline's default step (FPN-64, convnext_atto, 8×10×64×64, BHCCM + HSC + AdamW, 1
-thread, idle 2-core machine; three alternating pairs of fresh processes): 560-3,400 minor page faults and
-1.6-5.9 ms of kernel time per step with glibc's defaults, 10-57 faults and 0-0.5 ms with these settings, i.e.
-about 3 % of a 0.15 s step; the user time did not change beyond this machine's drift between runs (0.14-0.19 s).
-The cost: the process keeps its peak heap until it exits, which a training process reaches anyway. PyTorch's CPU
-performance guide recommends a caching allocator (jemalloc / tcmalloc via ``LD_PRELOAD``) for the same reason;
-``mallopt`` gets this part of the effect without preloading anything.
+thread; ``benchmarks/bench_malloc.py``: both settings at once in two processes pinned to one core each, cores
+swapped every round, 6 rounds of 30 steps, 3 December, ``reports/benchmarks/malloc.json``): per step, minor page
+faults 1,612 → 30 and kernel time 3.3 → 0.1 ms (medians over rounds); the whole step 0.190 → 0.174 s, paired
+difference −8.6 ms [−23.0, +5.8] (95 % t): no measurable difference in the step as a whole, whose run-to-run
+spread is larger than the kernel time this removes (about 2 % of a step). The cost: the process keeps its peak
+heap until it exits, which a training process reaches anyway. PyTorch's CPU performance guide recommends a
+caching allocator (jemalloc / tcmalloc via ``LD_PRELOAD``) for the same reason; ``mallopt`` gets this part of
+the effect without preloading anything.
 
 Only glibc on Linux is changed; elsewhere (macOS, Windows, musl) :func:`retain_freed_memory` does nothing.
 """

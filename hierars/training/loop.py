@@ -138,7 +138,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train_ds: Dataset, val_ds: Dataset | 
         raise ValueError("the training dataset is empty")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    retain_freed_memory()  # glibc: reuse freed activations instead of page-faulting them in every step (~3 %)
+    retain_freed_memory()  # glibc: reuse freed activations instead of page-faulting them in every step
     info, device = distributed.setup(resolve_device(cfg.device))  # torchrun: join the job (no-op otherwise)
     use_amp = cfg.amp and device.type == "cuda"
     if cfg.amp and not use_amp:
