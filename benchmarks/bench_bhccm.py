@@ -45,7 +45,7 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from timing import median_times, summary  # noqa: E402  (benchmarks/timing.py)
+from timing import median_times, random_batch, summary, train_step  # noqa: E402  (benchmarks/timing.py)
 
 from hierars import Hierarchy  # noqa: E402
 from hierars.atomic import atomic_write_text  # noqa: E402
@@ -71,20 +71,12 @@ def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: in
 
     ``clock``: ``time.perf_counter`` (wall) or ``time.thread_time`` (with 1 torch thread).
     """
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, in_ch, size, size, generator=g)
-    leaf = torch.randint(0, h.num_classes[-1], (batch, size, size), generator=g)
-    y = torch.stack([h.lift(leaf, lvl) for lvl in range(h.num_levels)], dim=1)
+    x, y = random_batch(h, batch, in_ch, size)
     setups = {}
     for name, head, loss in (("flat_ce", "flat", HierarchicalCELoss()), ("bhccm_hsc", "bhccm", HSCLoss(h))):
         torch.manual_seed(0)
         model = build_model(arch, encoder, in_ch, h, head=head, decoder_channels=dec).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step(model=model, opt=opt, loss=loss) -> None:
-            opt.zero_grad(set_to_none=True)
-            loss(model(x), y).backward()
-            opt.step()
+        step = train_step(model, loss, x, y, lr=1e-4)
 
         def forward(model=model, loss=loss) -> None:
             loss(model(x), y)  # the graph is built (as in a step) and dropped

@@ -29,7 +29,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from timing import median_times, summary  # noqa: E402
+from timing import median_times, random_batch, summary, train_step  # noqa: E402
 
 from hierars import Hierarchy  # noqa: E402
 from hierars.atomic import atomic_write_text  # noqa: E402
@@ -44,20 +44,10 @@ ENCODERS = [DEFAULT, "tu-mobilenetv2_050", "tu-mobilenetv3_small_100", "tu-regne
 def step_fn(encoder: str, h: Hierarchy, batch: int, size: int, bands: int, channels: int):
     """A closure running one training step of the pipeline's flat FPN with ``encoder`` (as ``flat_ce`` in
     ``bench_bhccm.bench_train_step``); and its parameter count."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, bands, size, size, generator=gen)
-    leaf = torch.randint(0, h.num_classes[-1], (batch, size, size), generator=gen)
-    y = torch.stack([h.lift(leaf, lvl) for lvl in range(h.num_levels)], dim=1)
+    x, y = random_batch(h, batch, bands, size)
     torch.manual_seed(0)
     model = build_model("fpn", encoder, bands, h, head="flat", decoder_channels=channels).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=6e-4)
-    loss = HierarchicalCELoss()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss(model(x), y).backward()
-        opt.step()
-
+    step = train_step(model, HierarchicalCELoss(), x, y, lr=6e-4)
     return step, sum(p.numel() for p in model.parameters())
 
 

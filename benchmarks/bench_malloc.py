@@ -36,6 +36,7 @@ def worker(arm: str, core: int, warmup: int, steps: int) -> dict:
     """One arm in this process: returns per-step times and fault counts."""
     os.sched_setaffinity(0, {core})
     import torch
+    from timing import random_batch, train_step  # benchmarks/timing.py (this script's folder)
 
     from hierars import Hierarchy
     from hierars.losses import HSCLoss
@@ -45,19 +46,10 @@ def worker(arm: str, core: int, warmup: int, steps: int) -> dict:
     applied = retain_freed_memory() if arm == "retained" else False
     torch.set_num_threads(1)
     h = Hierarchy.builtin("mm5b")
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(8, 10, 64, 64, generator=g)
-    leaf = torch.randint(0, h.num_classes[-1], (8, 64, 64), generator=g)
-    y = torch.stack([h.lift(leaf, level) for level in range(h.num_levels)], dim=1)
+    x, y = random_batch(h, 8, 10, 64)
     torch.manual_seed(0)
     model = build_model("fpn", "tu-convnext_atto", 10, h, head="bhccm", decoder_channels=64).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss = HSCLoss(h)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss(model(x), y).backward()
-        opt.step()
+    step = train_step(model, HSCLoss(h), x, y, lr=1e-4)
 
     for _ in range(warmup):
         step()

@@ -5,6 +5,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from hierars import Hierarchy
 
 
 def median_times(fns: dict[str, Callable[[], None]], warmup: int, steps: int,
@@ -30,3 +37,23 @@ def summary(ts: list[float]) -> dict[str, float]:
     """Median and quartiles of times (seconds)."""
     q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
     return {"median_s": statistics.median(ts), "q1_s": q[0], "q3_s": q[2], "n": len(ts)}
+
+
+def random_batch(h: Hierarchy, batch: int, in_ch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded training batch: images ``batch x in_ch x size x size`` (standard normal) and labels
+    ``batch x L x size x size`` (random leaves lifted to every level of ``h``)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, in_ch, size, size, generator=g)
+    leaf = torch.randint(0, h.num_classes[-1], (batch, size, size), generator=g)
+    return x, torch.stack([h.lift(leaf, lvl) for lvl in range(h.num_levels)], dim=1)
+
+
+def train_step(model: nn.Module, loss: Callable, x: torch.Tensor, y: torch.Tensor, lr: float) -> Callable[[], None]:
+    """A closure running one AdamW training step (zero grad, forward, loss, backward, step) on ``(x, y)``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss(model(x), y).backward()
+        opt.step()
+    return step
