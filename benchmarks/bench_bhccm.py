@@ -2,7 +2,7 @@
 
 Measures, and writes to ``reports/benchmarks/bhccm.json``:
 
-1. **Training step time** (forward + loss + backward + AdamW step) of BHCCM + HSC vs flat + CE with the
+1. **Training step time** (forward + loss + backward + AdamW step, training's fused AdamW) of BHCCM + HSC vs flat + CE with the
    same encoder, decoder and batch; the two models' steps are interleaved (flat, bhccm, flat, ...) so a
    shared CPU's load affects both alike. Warm-up steps, then the median of N steps. Target: ratio <= 1.10.
    By default with 1 torch thread, timed with ``time.thread_time`` (the CPU time of the one thread doing
@@ -53,6 +53,7 @@ from hierars.decoding import jsps, predict_levels  # noqa: E402
 from hierars.losses import HierarchicalCELoss, HSCLoss, path_kl, path_scores  # noqa: E402
 from hierars.models import build_model  # noqa: E402
 from hierars.project import resolve_path  # noqa: E402
+from hierars.training import TrainConfig, build_optimizer  # noqa: E402
 from hierars.training.allocator import retain_freed_memory  # noqa: E402
 
 #: (name, arch, encoder, in_channels, size, decoder_channels): the pipeline's default CPU profile (64-px
@@ -85,6 +86,13 @@ def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: in
     times = median_times({k: v[1] for k, v in setups.items()}, warmup, steps, clock)
     res = {k: summary(v) for k, v in times.items()}
     fwd = median_times({k: v[2] for k, v in setups.items()}, 1, max(3, steps // 2), clock)
+    # the optimiser update alone on the BHCCM model's gradients of its last step: training's fused AdamW
+    # against PyTorch's for-loop reference (the default on CPU before build_optimizer asked for fused)
+    bh = setups["bhccm_hsc"][0]
+    opts = {"fused": build_optimizer(bh, TrainConfig(lr=1e-4)),
+            "for_loop": torch.optim.AdamW(bh.parameters(), lr=1e-4, foreach=False)}
+    optimizer_s = {k: statistics.median(v) for k, v in
+                   median_times({k: o.step for k, o in opts.items()}, 2, max(3, steps // 2), clock).items()}
     forward_s = {k: statistics.median(v) for k, v in fwd.items()}
     ratio = res["bhccm_hsc"]["median_s"] / res["flat_ce"]["median_s"]
     params = {k: sum(p.numel() for p in m.parameters()) for k, (m, _, _) in setups.items()}
@@ -122,6 +130,7 @@ def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: in
         "clock": clock.__name__, "threads": torch.get_num_threads(),
         "step": res, "ratio_bhccm_hsc_over_flat": ratio, "target_ratio": 1.10, "meets_target": ratio <= 1.10,
         "forward_and_loss_s": forward_s,
+        "optimizer_s": optimizer_s,
         "backward_and_step_s": {k: res[k]["median_s"] - forward_s[k] for k in forward_s},
         "head_plus_loss_fwd_bwd_s": breakdown,
         "extra_time_s": res["bhccm_hsc"]["median_s"] - res["flat_ce"]["median_s"],
@@ -231,7 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["train_step"][name] = r
         print(f"[train step, {clock.__name__}, malloc {allocator}] {name}: flat {r['step']['flat_ce']['median_s']:.3f}s, "
               f"bhccm+hsc {r['step']['bhccm_hsc']['median_s']:.3f}s, ratio {r['ratio_bhccm_hsc_over_flat']:.3f} "
-              f"(target <= 1.10: {'ok' if r['meets_target'] else 'MISSED'}); head+loss fwd/bwd: "
+              f"(target <= 1.10: {'ok' if r['meets_target'] else 'MISSED'}); AdamW update fused "
+              f"{r['optimizer_s']['fused']:.3f}s, for-loop {r['optimizer_s']['for_loop']:.3f}s; head+loss fwd/bwd: "
               + ", ".join(f"{k} {v:.3f}s" for k, v in r["head_plus_loss_fwd_bwd_s"].items()), flush=True)
     r = bench_jsps(h, a.jsps_size, a.jsps_batch, a.warmup, a.steps)
     report["jsps"] = r

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from hierars.training import TrainConfig, build_optimizer
+
 if TYPE_CHECKING:
     from hierars import Hierarchy
 
@@ -49,8 +51,9 @@ def random_batch(h: Hierarchy, batch: int, in_ch: int, size: int) -> tuple[torch
 
 
 def train_step(model: nn.Module, loss: Callable, x: torch.Tensor, y: torch.Tensor, lr: float) -> Callable[[], None]:
-    """A closure running one AdamW training step (zero grad, forward, loss, backward, step) on ``(x, y)``."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    """A closure running one training step (zero grad, forward, loss, backward, step) on ``(x, y)`` with
+    training's optimiser (:func:`hierars.training.build_optimizer`: fused AdamW, weight decay 0.01)."""
+    opt = build_optimizer(model, TrainConfig(lr=lr))
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
