@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup,
         "median_ratio_retained_over_system": statistics.median(ratios), "ratios": ratios,
         "step_difference_retained_minus_system_s": {"mean": diff.mean, "lo95": diff.lo, "hi95": diff.hi,
-                                                    "verdict": diff.verdict.replace("better", "slower")
-                                                    .replace("worse", "faster")},
+                                                    "verdict": diff.verdict_as("slower", "faster")},
         "median_step_s": {arm: statistics.median(rd["median_step_s"][arm] for rd in rounds) for arm in ARMS},
         "kernel_s_per_step": {arm: statistics.median(rd["runs"][arm]["kernel_s_per_step"] for rd in rounds)
                               for arm in ARMS},

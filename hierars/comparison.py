@@ -29,10 +29,16 @@ class PairedDifference:
 
     @property
     def verdict(self) -> str:
-        """``"better"`` / ``"worse"`` when the interval excludes 0, else ``"no measurable difference"``."""
+        """``"better"`` / ``"worse"`` when the interval excludes 0, else ``"no measurable difference"``
+        (for scores, where higher is better; see :meth:`verdict_as`)."""
+        return self.verdict_as("better", "worse")
+
+    def verdict_as(self, higher: str, lower: str) -> str:
+        """``higher`` when the interval lies above 0, ``lower`` when below, else ``"no measurable difference"``;
+        e.g. ``verdict_as("slower", "faster")`` for a difference of times."""
         if not (math.isfinite(self.lo) and math.isfinite(self.hi)) or self.lo <= 0.0 <= self.hi:
             return "no measurable difference"
-        return "better" if self.mean > 0 else "worse"
+        return higher if self.mean > 0 else lower
 
     def format(self, scale: float = 100.0, digits: int = 1) -> str:
         """E.g. ``"+1.2 [-0.4, +2.8] no measurable difference"`` (values × ``scale``)."""
