@@ -40,11 +40,12 @@ class PairedDifference:
             return "no measurable difference"
         return higher if self.mean > 0 else lower
 
-    def format(self, scale: float = 100.0, digits: int = 1) -> str:
-        """E.g. ``"+1.2 [-0.4, +2.8] no measurable difference"`` (values × ``scale``)."""
+    def format(self, scale: float = 100.0, digits: int = 1, verdicts: tuple[str, str] = ("better", "worse")) -> str:
+        """E.g. ``"+1.2 [-0.4, +2.8] no measurable difference"`` (values × ``scale``; ``verdicts`` as in
+        :meth:`verdict_as`)."""
         f = f"{{:+.{digits}f}}"
         return (f"{f.format(scale * self.mean)} [{f.format(scale * self.lo)}, {f.format(scale * self.hi)}] "
-                f"{self.verdict}")
+                f"{self.verdict_as(*verdicts)}")
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> PairedDifference:

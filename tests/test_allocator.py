@@ -59,20 +59,25 @@ def test_a_users_environment_setting_wins():
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core per arm")
-def test_bench_malloc_smoke(tmp_path):
-    """benchmarks/bench_malloc.py: both arms ran, on different cores, and the retained arm had the setting."""
+@pytest.mark.parametrize("lever", ["malloc", "optimizer"])
+def test_bench_step_ab_smoke(tmp_path, lever):
+    """benchmarks/bench_step_ab.py: both arms ran, on different cores swapped between rounds, with the malloc setting
+    in every arm but the malloc lever's baseline."""
     import json
     from pathlib import Path
 
-    out = tmp_path / "malloc.json"
-    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_malloc.py"
-    subprocess.run([sys.executable, str(bench), "--rounds", "2", "--warmup", "1", "--steps", "2", "--out", str(out)],
-                   check=True, capture_output=True, timeout=600)
+    out = tmp_path / f"{lever}.json"
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_step_ab.py"
+    subprocess.run([sys.executable, str(bench), "--lever", lever, "--rounds", "2", "--warmup", "1", "--steps", "2",
+                    "--out", str(out)], check=True, capture_output=True, timeout=600)
     report = json.loads(out.read_text())
+    base, cand = {"malloc": ("system", "retained"), "optimizer": ("for_loop", "fused")}[lever]
+    assert (report["lever"], report["baseline"], report["candidate"]) == (lever, base, cand)
     assert len(report["ratios"]) == 2 and all(r > 0 for r in report["ratios"])
     for rd in report["per_round"]:
         runs = rd["runs"]
-        assert runs["retained"]["applied"] is True and runs["system"]["applied"] is False
-        assert runs["retained"]["core"] != runs["system"]["core"]
+        assert set(runs) == {base, cand}
+        assert runs[cand]["applied"] is True and runs[base]["applied"] is (lever != "malloc")
+        assert runs[cand]["core"] != runs[base]["core"]
         assert all(t > 0 for arm in runs.values() for t in arm["step_s"])
-    assert report["per_round"][0]["runs"]["system"]["core"] == report["per_round"][1]["runs"]["retained"]["core"]
+    assert report["per_round"][0]["runs"][base]["core"] == report["per_round"][1]["runs"][cand]["core"]

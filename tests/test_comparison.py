@@ -24,6 +24,7 @@ def test_verdicts_and_format():
     assert worse.hi < 0 and worse.verdict == "worse"
     assert better.format() == "+10.0 [+7.5, +12.5] better"  # sd 0.01, half-width 4.30 * 0.01 / sqrt(3)
     assert better.verdict_as("slower", "faster") == "slower" and worse.verdict_as("slower", "faster") == "faster"
+    assert worse.format(scale=1e3, digits=0, verdicts=("slower", "faster")) == "-100 [-125, -75] faster"
     single = paired_difference([0.5], [0.4])
     assert math.isnan(single.lo) and single.verdict == "no measurable difference"
 

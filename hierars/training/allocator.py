@@ -6,7 +6,7 @@ KiB, raised dynamically up to 32 MiB) with a fresh ``mmap`` and returns them to 
 gives the top of the heap back above its trim threshold. A training step allocates and frees the same
 activations and gradients (0.1-30 MB each) every step, so without these settings a step keeps touching new
 pages. Measured on the pipeline's default step (FPN-64, convnext_atto, 8×10×64×64, BHCCM + HSC + AdamW, 1
-thread; ``benchmarks/bench_malloc.py``: both settings at once in two processes pinned to one core each, cores
+thread; ``benchmarks/bench_step_ab.py --lever malloc``: both settings at once in two processes pinned to one core each, cores
 swapped every round, 6 rounds of 30 steps, 3 December, ``reports/benchmarks/malloc.json``): per step, minor page
 faults 1,612 → 30 and kernel time 3.3 → 0.1 ms (medians over rounds); the whole step 0.190 → 0.174 s, paired
 difference −8.6 ms [−23.0, +5.8] (95 % t): no measurable difference in the step as a whole, whose run-to-run

@@ -36,7 +36,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         raise ValueError("the model has no trainable parameters")
     # PyTorch's own fused kernels (CPU and CUDA): one kernel per step instead of a Python loop of ~6 ops per
     # parameter tensor, the same update up to float rounding (tests/test_training.py). On the default FPN-64
-    # step the AdamW update took 30 ms of 194 ms and takes 8 ms fused (benchmarks/bench_bhccm.py, `optimizer_s`).
+    # step the AdamW update took 19-30 ms of a 0.11-0.19 s step and takes 7-9 ms fused (benchmarks/bench_bhccm.py,
+    # `optimizer_s`); the whole step is 14.9 ms [2.3, 27.5] faster (benchmarks/bench_step_ab.py --lever optimizer).
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
     kw = {"fused": True} if fused else {}
     if cfg.optimizer == "adamw":
