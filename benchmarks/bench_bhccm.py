@@ -45,7 +45,7 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from timing import median_times, random_batch, summary, train_step  # noqa: E402  (benchmarks/timing.py)
+from timing import median_times, random_batch, summary, train_step, training_optimizer  # noqa: E402  (benchmarks/timing.py)
 
 from hierars import Hierarchy  # noqa: E402
 from hierars.atomic import atomic_write_text  # noqa: E402
@@ -53,7 +53,6 @@ from hierars.decoding import jsps, predict_levels  # noqa: E402
 from hierars.losses import HierarchicalCELoss, HSCLoss, path_kl, path_scores  # noqa: E402
 from hierars.models import build_model  # noqa: E402
 from hierars.project import resolve_path  # noqa: E402
-from hierars.training import TrainConfig, build_optimizer  # noqa: E402
 from hierars.training.allocator import retain_freed_memory  # noqa: E402
 
 #: (name, arch, encoder, in_channels, size, decoder_channels): the pipeline's default CPU profile (64-px
@@ -87,10 +86,9 @@ def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: in
     res = {k: summary(v) for k, v in times.items()}
     fwd = median_times({k: v[2] for k, v in setups.items()}, 1, max(3, steps // 2), clock)
     # the optimiser update alone on the BHCCM model's gradients of its last step: training's fused AdamW
-    # against PyTorch's for-loop reference (the default on CPU before build_optimizer asked for fused)
+    # against the same optimiser with PyTorch's for-loop (the default on CPU before build_optimizer asked for fused)
     bh = setups["bhccm_hsc"][0]
-    opts = {"fused": build_optimizer(bh, TrainConfig(lr=1e-4)),
-            "for_loop": torch.optim.AdamW(bh.parameters(), lr=1e-4, foreach=False)}
+    opts = {"fused": training_optimizer(bh, lr=1e-4), "for_loop": training_optimizer(bh, lr=1e-4, fused=False)}
     optimizer_s = {k: statistics.median(v) for k, v in
                    median_times({k: o.step for k, o in opts.items()}, 2, max(3, steps // 2), clock).items()}
     forward_s = {k: statistics.median(v) for k, v in fwd.items()}

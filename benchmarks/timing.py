@@ -50,15 +50,22 @@ def random_batch(h: Hierarchy, batch: int, in_ch: int, size: int) -> tuple[torch
     return x, torch.stack([h.lift(leaf, lvl) for lvl in range(h.num_levels)], dim=1)
 
 
-def train_step(model: nn.Module, loss: Callable, x: torch.Tensor, y: torch.Tensor, lr: float,
-               fused: bool = True) -> Callable[[], None]:
-    """A closure running one training step (zero grad, forward, loss, backward, step) on ``(x, y)`` with
-    training's optimiser (:func:`hierars.training.build_optimizer`: fused AdamW, weight decay 0.01);
-    ``fused=False``: the same optimiser with PyTorch's per-parameter loop, its default on CPU."""
+def training_optimizer(model: nn.Module, lr: float, fused: bool = True) -> torch.optim.Optimizer:
+    """Training's optimiser for ``model`` (:func:`hierars.training.build_optimizer`: fused AdamW, weight decay 0.01
+    on weights, none on biases and norms); ``fused=False``: the same optimiser and groups with PyTorch's
+    per-parameter loop, its default on CPU."""
     opt = build_optimizer(model, TrainConfig(lr=lr))
     if not fused:
         for group in opt.param_groups:
             group.update(fused=False, foreach=False)
+    return opt
+
+
+def train_step(model: nn.Module, loss: Callable, x: torch.Tensor, y: torch.Tensor, lr: float,
+               fused: bool = True) -> Callable[[], None]:
+    """A closure running one training step (zero grad, forward, loss, backward, step) on ``(x, y)`` with
+    :func:`training_optimizer` (``fused`` as there)."""
+    opt = training_optimizer(model, lr, fused)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
