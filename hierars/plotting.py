@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from hierars.atomic import atomic_savefig, atomic_write_text
-from hierars.plotting_curves import plot_training_curves  # noqa: F401  (training curves live there)
+from hierars.plotting_curves import plot_budget_ladder, plot_training_curves  # noqa: F401  (curves live there)
 
 IGNORE_COLOR = (0, 0, 0)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hierars.atomic import atomic_savefig
 
-__all__ = ["curve_panels", "describe_metric", "plot_training_curves"]
+__all__ = ["curve_panels", "describe_metric", "plot_budget_ladder", "plot_training_curves"]
 
 
 _CURVE_METRIC = re.compile(r"^val_(?P<name>mIoU|OA|mAcc)_L(?P<level>\d+)(?P<jsps>_jsps)?$")
@@ -93,6 +93,52 @@ def plot_training_curves(curves: Mapping, metrics: Sequence[str] = ("loss", "val
         ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
+    fig.tight_layout()
+    if out_path is not None:
+        atomic_savefig(fig, out_path)
+    return fig
+
+
+def plot_budget_ladder(finals, metrics: Sequence[str], out_path: str | Path | None = None, title: str = ""):
+    """What a longer budget buys: the final validation score of each run against its training budget.
+
+    Args:
+        finals: one row per (study, run, seed) with ``iterations``, ``run``, ``seed`` and the ``metrics`` columns
+            (``hierars.project.fidelity.ladder_finals``: each study one budget of the same recipe, its schedule
+            annealed at its end).
+        metrics: one panel per metric, e.g. ``val_mIoU_L3_jsps``.
+        title: the figure's title (e.g. the ladder's studies).
+
+    Each seed is a small dot in the run's colour, the mean over seeds a line through the budgets (x on a log scale,
+    ticked at the budgets). Returns the Figure (saved to ``out_path`` when given).
+    """
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in metrics if m in finals and finals[m].notna().any()]
+    if not len(finals) or not metrics:
+        raise ValueError(f"nothing to plot: {len(finals)} rows, metrics present {metrics}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    runs = list(dict.fromkeys(finals["run"]))
+    budgets = sorted(finals["iterations"].unique())
+    for ax, metric in zip(axes.flat, metrics):
+        for i, run in enumerate(runs):
+            d = finals[finals["run"] == run].dropna(subset=[metric])
+            ax.scatter(d["iterations"], d[metric], s=12, color=f"C{i % 10}", alpha=0.5, linewidths=0)
+            mean = d.groupby("iterations")[metric].mean()
+            n = d.groupby("iterations")[metric].count()
+            label = f"{run} (mean of {n.min()}-{n.max()} seeds)" if n.min() != n.max() else \
+                f"{run} (mean of {n.min()} seeds)"
+            ax.plot(mean.index, mean.values, color=f"C{i % 10}", lw=2.0, marker="o", ms=4, label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
+        ax.set_xlabel("training budget (iterations, schedule annealed at the end)", fontsize=8)
+        ax.set_ylabel(describe_metric(metric)[1])
+        ax.set_title(describe_metric(metric)[0], fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     if out_path is not None:
         atomic_savefig(fig, out_path)

@@ -89,3 +89,36 @@ def test_evaluation_and_per_class_tables():
     pc = per_class_table(df, level=1)
     assert list(pc.index) == ["water", "bare"] and list(pc.columns) == ["flat", "bhccm_hsc"]
     assert pc.loc["bare", "flat"] == pytest.approx(20.0)  # the NaN seed is skipped, not counted as 0
+
+
+def test_budget_ladder_pairs_each_rung_with_the_one_below(tmp_path):
+    from hierars.project.fidelity import budget_ladder, ladder_finals
+
+    studies = {}
+    # flat: +10 points from 100 to 200 iterations, +1 from 200 to 400; bhccm: +12 then +3, 1 point below flat at 100
+    for profile, last, flat, bhccm in (("short", 100, 0.30, 0.29), ("mid", 200, 0.40, 0.41), ("long", 400, 0.41, 0.44)):
+        folder = tmp_path / profile
+        for seed, noise in ((0, 0.0), (1, 0.01), (2, -0.01)):
+            _write(folder, "flat", seed, [(last // 2, 0.1), (last, flat + noise)])
+            _write(folder, "bhccm_hsc", seed, [(last // 2, 0.1), (last, bhccm + noise + 0.002 * seed)])
+        studies[profile] = load_curves(folder, ["flat", "bhccm_hsc"])
+    finals = ladder_finals(studies, ["short", "absent", "mid", "long"], levels=3)
+    assert list(finals["study"].unique()) == ["short", "mid", "long"] and len(finals) == 18
+    assert finals.loc[(finals["study"] == "mid") & (finals["run"] == "flat") & (finals["seed"] == 1),
+                      "val_mIoU_L3_jsps"].item() == pytest.approx(0.41)
+    ladder = budget_ladder(finals, levels=3).set_index(["study", "run"])
+    assert ladder.loc[("long", "flat"), "iterations"] == 400 and ladder.loc[("long", "flat"), "seeds"] == "0,1,2"
+    assert ladder.loc[("mid", "flat"), "L3"] == pytest.approx(40.0)
+    assert ladder.loc[("short", "flat"), "L3 gain"] == "—"  # nothing below the first rung
+    assert ladder.loc[("mid", "flat"), "L3 gain"].startswith("+10.0 [") and "better" in ladder.loc[("mid", "flat"),
+                                                                                                     "L3 gain"]
+    assert ladder.loc[("long", "bhccm_hsc"), "L3 gain"].startswith("+3.0 [")
+    assert ladder.loc[("short", "bhccm_hsc"), "L3 − flat"].startswith("-0.8 [")  # -1 + 0.2 mean seed offset
+    assert ladder.loc[("long", "bhccm_hsc"), "L3 − flat"].startswith("+3.") and \
+        ladder.loc[("long", "bhccm_hsc"), "L3 − flat"].endswith("(n=3)")
+    assert ladder.loc[("long", "flat"), "L1 − flat"] == "—"
+    assert budget_ladder(ladder_finals(studies, ["absent"], levels=3), levels=3).empty
+    one = ladder_finals(studies, ["short", "mid"], levels=3)
+    one = one[one["seed"] == 0]
+    assert budget_ladder(one, levels=3).set_index(["study", "run"]).loc[("mid", "flat"), "L3 gain"] == \
+        "+10.0 (n=1, no interval)"

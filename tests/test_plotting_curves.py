@@ -73,3 +73,25 @@ def test_describe_metric():
     assert describe_metric("val_mIoU_L2_jsps") == ("validation mIoU, L2 (JSPS)", "mIoU (0-1)")
     assert describe_metric("val_OA_L1") == ("validation OA, L1 (argmax)", "OA (0-1)")
     assert describe_metric("lr")[0] == "learning rate" and describe_metric("custom") == ("custom", "custom")
+
+
+def test_plot_budget_ladder_draws_a_mean_line_per_run(tmp_path):
+    import pandas as pd
+
+    from hierars.plotting_curves import plot_budget_ladder
+
+    rows = [{"study": f"s{it}", "iterations": it, "run": run, "seed": seed,
+             "val_mIoU_L3_jsps": base + it / 1000 + seed / 100, "val_mIoU_L1_jsps": 0.5}
+            for it in (280, 840, 1680) for run, base in (("flat", 0.3), ("bhccm_hsc", 0.31)) for seed in (0, 1, 2)
+            if not (run == "bhccm_hsc" and it == 1680 and seed == 2)]
+    out = tmp_path / "ladder.png"
+    fig = plot_budget_ladder(pd.DataFrame(rows), ["val_mIoU_L3_jsps", "val_mIoU_L1_jsps", "absent"], out_path=out)
+    assert out.stat().st_size > 0 and len(fig.axes) == 2
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"flat (mean of 3 seeds)", "bhccm_hsc (mean of 2-3 seeds)"}
+    assert list(lines["flat (mean of 3 seeds)"].get_xdata()) == [280, 840, 1680]
+    assert lines["flat (mean of 3 seeds)"].get_ydata()[1] == pytest.approx(0.3 + 0.84 + 0.01)
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["280", "840", "1680"]
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_budget_ladder(pd.DataFrame(rows), ["absent"])

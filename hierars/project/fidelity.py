@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hierars.comparison import paired_by_seed
 
-__all__ = ["FidelitySection", "load_curves", "load_errors", "final_table", "budget_table", "metric_name"]
+__all__ = ["FidelitySection", "load_curves", "load_errors", "final_table", "budget_table", "budget_ladder",
+           "ladder_finals", "metric_name"]
 
 
 class FidelitySection(BaseModel):
@@ -32,11 +33,17 @@ class FidelitySection(BaseModel):
 
     folder: str = Field("reports/fidelity", description="where scripts/learning_curves.py wrote the study (from "
                         "the repository root; committed, so the notebook runs on a fresh clone)")
-    profiles: list[str] = Field(["default", "default_480", "gid15", "gid15_840", "gid15_256_noaug"], min_length=1, description="studies to show, each a sub-folder "
+    profiles: list[str] = Field(["default", "default_480", "gid15", "gid15_840", "gid15_1680", "gid15_256_noaug"],
+                                min_length=1, description="studies to show, each a sub-folder "
                                 "of `folder` (scripts/learning_curves.py --profile); a missing one is reported and "
                                 "skipped")
     budget_profile: str = Field("default", description="the study trained on the pipeline's default data (synthetic "
                                 "S2 tiles), paired with the pipeline's own runs by the budget check")
+    ladders: list[list[str]] = Field([["pipeline", "default_480", "default"], ["gid15", "gid15_840", "gid15_1680"]],
+                                     description="studies of one recipe at increasing budgets (each schedule annealed "
+                                     "at its own end), shortest first, for the budget ladder (what a longer budget "
+                                     "buys); `pipeline` is the train stage's own runs (only when it trained on the "
+                                     "synthetic S2 tiles); a missing study is skipped")
     runs: list[str] = Field(["flat", "bhccm_hsc", "hssn"], min_length=1, description="runs to compare")
     baseline: str = Field("flat", description="run the others are compared with (paired by seed)")
 
@@ -166,6 +173,70 @@ def budget_table(curves: dict[str, pd.DataFrame], level: int, baseline: str = "f
                 cells[int(it)] = f"{d.format()} (n={d.n})"
         out[f"{run} − {baseline}"] = cells
     return pd.DataFrame(out).rename_axis("iteration")
+
+
+def ladder_finals(studies: Mapping[str, Mapping[str, pd.DataFrame]], profiles: Sequence[str],
+                  levels: int) -> pd.DataFrame:
+    """The final models of a budget ladder: one recipe trained to several budgets, one study per budget.
+
+    Each study's schedule anneals at its own last iteration, so its final models are what that budget gives (the
+    intermediate points of a curve are not). Args: ``studies`` ``{profile: {run: curves}}`` (:func:`load_curves`);
+    ``profiles`` the ladder's studies, shortest budget first (those absent from ``studies`` are skipped);
+    ``levels`` the tree's depth.
+
+    Returns one row per (study, run, seed), in ladder, run and seed order: ``study``, ``iterations`` (the study's
+    last evaluated iteration), ``run``, ``seed`` and the final :func:`metric_name` column of every level (0-1).
+    """
+    rows: list[dict[str, object]] = []
+    for profile in profiles:
+        curves = studies.get(profile)
+        if not curves:
+            continue
+        iterations = max(int(df["iteration"].max()) for df in curves.values())
+        for run, df in curves.items():
+            finals = {level: _final(df, metric_name(level)) if metric_name(level) in df else {}
+                      for level in range(levels, 0, -1)}
+            for seed in sorted(finals[levels]):
+                rows.append({"study": profile, "iterations": iterations, "run": run, "seed": seed,
+                             **{metric_name(lv): f.get(seed, float("nan")) for lv, f in finals.items()}})
+    return pd.DataFrame(rows)
+
+
+def budget_ladder(finals: pd.DataFrame, levels: int, baseline: str = "flat") -> pd.DataFrame:
+    """What a longer budget buys, from :func:`ladder_finals`: one row per (study, run) with ``study``,
+    ``iterations``, ``run``, ``seeds``, and per level (finest first) ``L<l>``, the final validation mIoU (%)
+    averaged over the seeds; ``L<l> gain``, the paired difference from the same run one rung down (95 % t interval
+    over the seeds in common; "better": the longer budget is higher); ``L<l> − <baseline>``, the paired difference
+    from the baseline at the same budget. A cell that cannot be paired holds "—"."""
+    def by_seed(g: pd.DataFrame | None, col: str) -> dict[int, float]:
+        return {} if g is None else {int(s): float(v) for s, v in zip(g["seed"], g[col], strict=True) if v == v}
+
+    rows: list[dict[str, object]] = []
+    studies = list(dict.fromkeys(finals["study"])) if len(finals) else []
+    for i, study in enumerate(studies):
+        here = finals[finals["study"] == study]
+        below = finals[finals["study"] == studies[i - 1]] if i else None
+        base = here[here["run"] == baseline]
+        for run, g in here.groupby("run", sort=False):
+            row: dict[str, object] = {"study": study, "iterations": int(g["iterations"].iloc[0]), "run": run,
+                                      "seeds": ",".join(map(str, g["seed"]))}
+            for level in range(levels, 0, -1):
+                col = metric_name(level)
+                mine = by_seed(g, col)
+                row[f"L{level}"] = round(100 * sum(mine.values()) / len(mine), 1) if mine else float("nan")
+                prev = None if below is None else below[below["run"] == run]
+                row[f"L{level} gain"] = _paired_cell(mine, by_seed(prev, col))
+                row[f"L{level} − {baseline}"] = "—" if run == baseline else _paired_cell(mine, by_seed(base, col))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _paired_cell(a: Mapping[int, float], b: Mapping[int, float]) -> str:
+    """``a − b`` paired by seed, formatted with its n (one seed: no interval); "—" when no seed is in both."""
+    if not set(a) & set(b):
+        return "—"
+    d = paired_by_seed(a, b)
+    return f"{d.format()} (n={d.n})" if d.n > 1 else f"{100 * d.mean:+.1f} (n=1, no interval)"
 
 
 def evaluation_table(errors: pd.DataFrame, levels: int) -> pd.DataFrame:
