@@ -209,7 +209,8 @@ def budget_ladder(finals: pd.DataFrame, levels: int, baseline: str = "flat") -> 
     over the seeds in common; "better": the longer budget is higher); ``L<l> − <baseline>``, the paired difference
     from the baseline at the same budget. A cell that cannot be paired holds "—"."""
     def by_seed(g: pd.DataFrame | None, col: str) -> dict[int, float]:
-        return {} if g is None else {int(s): float(v) for s, v in zip(g["seed"], g[col], strict=True) if v == v}
+        return {} if g is None else {int(s): float(v) for s, v in zip(g["seed"], g[col], strict=True)
+                                              if pd.notna(v)}
 
     rows: list[dict[str, object]] = []
     studies = list(dict.fromkeys(finals["study"])) if len(finals) else []
@@ -218,13 +219,13 @@ def budget_ladder(finals: pd.DataFrame, levels: int, baseline: str = "flat") -> 
         below = finals[finals["study"] == studies[i - 1]] if i else None
         base = here[here["run"] == baseline]
         for run, g in here.groupby("run", sort=False):
+            prev = None if below is None else below[below["run"] == run]
             row: dict[str, object] = {"study": study, "iterations": int(g["iterations"].iloc[0]), "run": run,
                                       "seeds": ",".join(map(str, g["seed"]))}
             for level in range(levels, 0, -1):
                 col = metric_name(level)
                 mine = by_seed(g, col)
                 row[f"L{level}"] = round(100 * sum(mine.values()) / len(mine), 1) if mine else float("nan")
-                prev = None if below is None else below[below["run"] == run]
                 row[f"L{level} gain"] = _paired_cell(mine, by_seed(prev, col))
                 row[f"L{level} − {baseline}"] = "—" if run == baseline else _paired_cell(mine, by_seed(base, col))
             rows.append(row)
