@@ -136,7 +136,7 @@ def plot_budget_ladder(finals, metrics: Sequence[str], out_path: str | Path | No
         ax.set_ylabel(describe_metric(metric)[1])
         ax.set_title(describe_metric(metric)[0], fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
