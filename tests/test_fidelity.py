@@ -29,13 +29,29 @@ def test_tables_pair_by_seed_and_find_the_crossing(tmp_path):
     table = final_table(curves, levels=3)
     assert table.loc["flat", "L3"] == "25.0 ± 1.0 (n=3)"
     assert table.loc["bhccm_hsc", "vs flat L3"].startswith("+4.0 [") and \
-        table.loc["bhccm_hsc", "vs flat L3"].endswith("better")
+        table.loc["bhccm_hsc", "vs flat L3"].endswith("better (n=3)")
     assert table.loc["hssn", "vs flat L3"] == "no common seed" and table.loc["flat", "vs flat L3"] == "—"
     budget = budget_table(curves, level=3)
     assert budget.loc[100, "bhccm_hsc − flat"].startswith("-5.0 [") and "worse" in budget.loc[100, "bhccm_hsc − flat"]
     assert "better" in budget.loc[200, "bhccm_hsc − flat"] and "(n=3)" in budget.loc[200, "bhccm_hsc − flat"]
     with pytest.raises(ValueError, match="baseline"):
         budget_table({"bhccm_hsc": curves["bhccm_hsc"]}, level=3)
+
+
+def test_one_common_seed_is_a_difference_without_an_interval(tmp_path):
+    # every table of the module formats a single pairable seed the same way: the difference, no interval, no NaN
+    from hierars.project.fidelity import budget_check
+
+    _write(tmp_path / "s", "flat", 0, [(100, 0.20), (200, 0.25)])
+    _write(tmp_path / "s", "flat", 1, [(100, 0.30), (200, 0.30)])
+    _write(tmp_path / "s", "bhccm_hsc", 1, [(100, 0.33), (200, 0.32)])  # only seed 1 in common with flat
+    curves = load_curves(tmp_path / "s", ["flat", "bhccm_hsc"])
+    cells = [final_table(curves, levels=3).loc["bhccm_hsc", "vs flat L3"],
+             budget_table(curves, level=3).loc[200, "bhccm_hsc − flat"],
+             budget_check({"bhccm_hsc": curves["bhccm_hsc"]}, curves, levels=3)["pipeline − study"].iloc[0]]
+    assert cells[:2] == ["+2.0 (n=1, no interval)"] * 2
+    assert cells[2] == "+0.0 (n=1, no interval)"
+    assert not any("nan" in c for c in cells)
 
 
 def test_missing_folder_and_errors(tmp_path):

@@ -105,11 +105,8 @@ def final_table(curves: dict[str, pd.DataFrame], levels: int, baseline: str = "f
             if run == baseline:
                 row[f"vs {baseline} L{level}"] = "—"
             elif base is not None:
-                try:
-                    row[f"vs {baseline} L{level}"] = paired_by_seed(
-                        _final(df, metric_name(level)), _final(base, metric_name(level))).format()
-                except ValueError:
-                    row[f"vs {baseline} L{level}"] = "no common seed"
+                a, b = _final(df, metric_name(level)), _final(base, metric_name(level))
+                row[f"vs {baseline} L{level}"] = _paired_cell(a, b) if set(a) & set(b) else "no common seed"
         rows.append(row)
     return pd.DataFrame(rows).set_index("run")
 
@@ -144,11 +141,10 @@ def budget_check(pipeline: dict[str, pd.DataFrame], study: dict[str, pd.DataFram
             seeds = sorted(set(a) & set(b))
             if not seeds:
                 continue
-            d = paired_by_seed(a, b)
             rows.append({"run": run, "level": f"L{level}", "seeds": ",".join(map(str, seeds)),
                          f"pipeline ({p_it} it)": 100 * sum(a[s] for s in seeds) / len(seeds),
                          f"study ({s_it} it)": 100 * sum(b[s] for s in seeds) / len(seeds),
-                         "pipeline − study": f"{d.format()} (n={d.n})"})
+                         "pipeline − study": _paired_cell(a, b)})
     return pd.DataFrame(rows).round(1)
 
 
@@ -169,8 +165,7 @@ def budget_table(curves: dict[str, pd.DataFrame], level: int, baseline: str = "f
             a_s = dict(zip(g["seed"].astype(int), g[col].astype(float), strict=True))
             b_s = dict(zip(b["seed"].astype(int), b[col].astype(float), strict=True))
             if set(a_s) & set(b_s):
-                d = paired_by_seed(a_s, b_s)
-                cells[int(it)] = f"{d.format()} (n={d.n})"
+                cells[int(it)] = _paired_cell(a_s, b_s)
         out[f"{run} − {baseline}"] = cells
     return pd.DataFrame(out).rename_axis("iteration")
 
