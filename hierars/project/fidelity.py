@@ -105,8 +105,8 @@ def final_table(curves: dict[str, pd.DataFrame], levels: int, baseline: str = "f
             if run == baseline:
                 row[f"vs {baseline} L{level}"] = "—"
             elif base is not None:
-                a, b = _final(df, metric_name(level)), _final(base, metric_name(level))
-                row[f"vs {baseline} L{level}"] = _paired_cell(a, b) if set(a) & set(b) else "no common seed"
+                row[f"vs {baseline} L{level}"] = _paired_cell(_final(df, metric_name(level)),
+                                                              _final(base, metric_name(level)), empty="no common seed")
         rows.append(row)
     return pd.DataFrame(rows).set_index("run")
 
@@ -227,10 +227,10 @@ def budget_ladder(finals: pd.DataFrame, levels: int, baseline: str = "flat") -> 
     return pd.DataFrame(rows)
 
 
-def _paired_cell(a: Mapping[int, float], b: Mapping[int, float]) -> str:
-    """``a − b`` paired by seed, formatted with its n (one seed: no interval); "—" when no seed is in both."""
+def _paired_cell(a: Mapping[int, float], b: Mapping[int, float], empty: str = "—") -> str:
+    """``a − b`` paired by seed, formatted with its n (one seed: no interval); ``empty`` when no seed is in both."""
     if not set(a) & set(b):
-        return "—"
+        return empty
     d = paired_by_seed(a, b)
     return f"{d.format()} (n={d.n})" if d.n > 1 else f"{100 * d.mean:+.1f} (n=1, no interval)"
 
