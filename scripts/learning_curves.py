@@ -3,9 +3,10 @@
 Each run keeps its settings from ``params.yaml`` except the budget (``--iterations``, ``--eval-interval``) and
 the seeds; curves (per seed, validation mIoU per level with argmax and JSPS) land in
 ``reports/fidelity/<profile>/plots/<run>_seed<k>_curve.csv`` and the final metrics in
-``.../metrics/<run>_seed<k>.json``; ``--analyse-only`` (also run after training) writes each model's
-validation metrics, per-class IoU, error structure (``HierarchicalMetrics.error_structure``), the mIoU under other
-conventions and a bootstrap interval over validation images to ``.../errors/``. The
+``.../metrics/<run>_seed<k>.json``. Each model, as soon as it is trained (``--analyse-only``: every model found,
+again), has its validation metrics, per-class IoU, error structure (``HierarchicalMetrics.error_structure``), the
+mIoU under other conventions and a bootstrap interval over validation images written to ``.../errors/``. A (run,
+seed) whose results are committed there is not trained again, so a study can be spread over several sessions. The
 models go to ``models/fidelity/<profile>/`` (not tracked). ``notebooks/06_fidelity.ipynb`` plots them.
 
 Usage (from the repository root)::
@@ -55,25 +56,31 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(PROJ_ROOT / args.params, {"train": train})
     out_reports = PROJ_ROOT / "reports" / "fidelity" / args.profile
     out_models = PROJ_ROOT / "models" / "fidelity" / args.profile
-    # seeds outer, runs inner: an interrupted or time-boxed job still has every run at the first seeds; a
-    # (run, seed) whose metrics.json exists is skipped, so re-running the same command continues the job
-    for seed in [] if args.analyse_only else args.seeds:
+    # Seeds outer, runs inner: an interrupted or time-boxed job still has every run at the first seeds. A
+    # (run, seed) trains unless its model's metrics.json exists (this checkout trained it) or its committed results
+    # do (reports/.../metrics and errors: a study spread over several sessions or machines, whose models/ folder
+    # is not kept), so re-running the same command continues the job. Each model is analysed as soon as it exists,
+    # so that its error analysis is written before its models/ folder can be lost; --analyse-only redoes it.
+    for seed in args.seeds:
         for run in args.runs:
-            if (out_models / run / f"seed{seed}" / "metrics.json").is_file():
-                continue
-            cfg = resolve_run(params["train"], run).model_copy(update={"seeds": [seed]})
-            train_ds, val_ds, h = build_run_datasets(params, cfg)
-            t0 = time.perf_counter()
-            res = train_run(run, cfg, h, train_ds, val_ds, models_dir=out_models, reports_dir=out_reports,
-                            report_name=f"{run}_seed{seed}")
-            m = res["per_seed"][0]
-            print(f"{run} seed {seed}: {time.perf_counter() - t0:.0f} s; " + ", ".join(
-                f"L{lv} {m.get(f'mIoU_L{lv}_jsps', m.get(f'mIoU_L{lv}')):.4f}" for lv in (3, 2, 1)), flush=True)
-    for run in args.runs:
-        for seed in args.seeds:
             ckpt = out_models / run / f"seed{seed}" / "ckpt.pt"
+            errors = out_reports / "errors" / f"{run}_seed{seed}.json"
+            reported = (out_reports / "metrics" / f"{run}_seed{seed}.json").is_file() and errors.is_file()
+            trained_here = (out_models / run / f"seed{seed}" / "metrics.json").is_file()
+            if not (args.analyse_only or trained_here or reported):
+                cfg = resolve_run(params["train"], run).model_copy(update={"seeds": [seed]})
+                train_ds, val_ds, h = build_run_datasets(params, cfg)
+                t0 = time.perf_counter()
+                res = train_run(run, cfg, h, train_ds, val_ds, models_dir=out_models, reports_dir=out_reports,
+                                report_name=f"{run}_seed{seed}")
+                m = res["per_seed"][0]
+                print(f"{run} seed {seed}: {time.perf_counter() - t0:.0f} s; " + ", ".join(
+                    f"L{lv} {m.get(f'mIoU_L{lv}_jsps', m.get(f'mIoU_L{lv}')):.4f}" for lv in (3, 2, 1)), flush=True)
+                ckpt = res["ckpts"][0]
+            elif not (ckpt.is_file() and (args.analyse_only or not errors.is_file())):
+                continue
             if ckpt.is_file():
-                analyse(params, run, seed, ckpt, out_reports / "errors" / f"{run}_seed{seed}.json")
+                analyse(params, run, seed, ckpt, errors)
 
 
 def analyse(params: dict, run: str, seed: int, ckpt: Path, out: Path) -> None:
