@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
             errors = out_reports / "errors" / f"{run}_seed{seed}.json"
             reported = (out_reports / "metrics" / f"{run}_seed{seed}.json").is_file() and errors.is_file()
             trained_here = (out_models / run / f"seed{seed}" / "metrics.json").is_file()
-            if not (args.analyse_only or trained_here or reported):
+            train_now = not (args.analyse_only or trained_here or reported)
+            if train_now:
                 cfg = resolve_run(params["train"], run).model_copy(update={"seeds": [seed]})
                 train_ds, val_ds, h = build_run_datasets(params, cfg)
                 t0 = time.perf_counter()
@@ -77,9 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{run} seed {seed}: {time.perf_counter() - t0:.0f} s; " + ", ".join(
                     f"L{lv} {m.get(f'mIoU_L{lv}_jsps', m.get(f'mIoU_L{lv}')):.4f}" for lv in (3, 2, 1)), flush=True)
                 ckpt = res["ckpts"][0]
-            elif not (ckpt.is_file() and (args.analyse_only or not errors.is_file())):
-                continue
-            if ckpt.is_file():
+            if ckpt.is_file() and (train_now or args.analyse_only or not errors.is_file()):
                 analyse(params, run, seed, ckpt, errors)
 
 
