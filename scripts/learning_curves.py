@@ -7,7 +7,9 @@ the seeds; curves (per seed, validation mIoU per level with argmax and JSPS) lan
 again), has its validation metrics, per-class IoU, error structure (``HierarchicalMetrics.error_structure``), the
 mIoU under other conventions and a bootstrap interval over validation images written to ``.../errors/``. A (run,
 seed) whose results are committed there is not trained again, so a study can be spread over several sessions. The
-models go to ``models/fidelity/<profile>/`` (not tracked). ``notebooks/06_fidelity.ipynb`` plots them.
+models go to ``models/fidelity/<profile>/`` (not tracked). ``notebooks/06_fidelity.ipynb`` plots the studies
+named in ``fidelity.profiles``; to show a new one, add it there and its folder to the ``fidelity`` stage's deps
+in ``dvc.yaml`` (``tests/test_pipeline_decl.py`` checks that the two agree).
 
 Usage (from the repository root)::
 

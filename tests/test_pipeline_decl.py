@@ -188,6 +188,22 @@ def test_key_level_sections_declare_every_field() -> None:
                                     f"{[f'{section}.{f}' for f in absent]} (add them to params.yaml and dvc.yaml)")
 
 
+def test_fidelity_depends_on_each_shown_study() -> None:
+    """The fidelity stage depends on the folder of each study it shows (``fidelity.profiles``), and on no other:
+    a study missing from ``deps`` could change unseen by ``dvc status``; one not shown would stale the stage when
+    it is committed (scripts/learning_curves.py adds studies to ``fidelity.folder`` before they are shown)."""
+    cfg = _params_yaml()["fidelity"]
+    folder = cfg["folder"].rstrip("/")
+    _, deps = declared("fidelity")
+    studies = {d for d in deps if d == folder or d.startswith(folder + "/")}
+    want = {f"{folder}/{p}" for p in cfg["profiles"]}
+    assert studies == want, (f"dvc.yaml stage fidelity: study deps {sorted(studies)}, fidelity.profiles "
+                             f"{sorted(want)} (missing {sorted(want - studies)}, extra {sorted(studies - want)})")
+    ladder_studies = {p for ladder in cfg["ladders"] for p in ladder if p != "pipeline"} | {cfg["budget_profile"]}
+    assert ladder_studies <= set(cfg["profiles"]), f"ladders/budget_profile name studies outside fidelity.profiles: " \
+        f"{sorted(ladder_studies - set(cfg['profiles']))}"
+
+
 def test_dvc_lock_covers_every_stage() -> None:
     """The committed dvc.lock has an entry for every (expanded) stage, so `dvc status` compares against it."""
     lock = yaml.safe_load((PROJ_ROOT / "dvc.lock").read_text())["stages"]
