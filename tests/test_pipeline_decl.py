@@ -195,7 +195,7 @@ def test_fidelity_depends_on_each_shown_study() -> None:
     cfg = _params_yaml()["fidelity"]
     folder = cfg["folder"].rstrip("/")
     _, deps = declared("fidelity")
-    studies = {d for d in deps if d == folder or d.startswith(folder + "/")}
+    studies = {d for d in deps if _path_covered(d, [folder])}
     want = {f"{folder}/{p}" for p in cfg["profiles"]}
     assert studies == want, (f"dvc.yaml stage fidelity: study deps {sorted(studies)}, fidelity.profiles "
                              f"{sorted(want)} (missing {sorted(want - studies)}, extra {sorted(studies - want)})")
