@@ -150,8 +150,8 @@ def test_flat_model_trained_with_finest_ce():
         HSCLoss(MM5B)([fine], labels)
 
 
-def _hssn_reference(logits, labels, eps=1e-8):
-    """Literal per-class loops of HSSN's tree-min loss generalised to 3 levels."""
+def _hssn_reference(logits, labels, eps=1e-8, gamma=0.0):
+    """Literal per-class loops of HSSN's tree-min loss generalised to 3 levels (``gamma``: the focal variant)."""
     sig = [torch.sigmoid(z) for z in logits]
     par = MM5B.parents
     ancestors = lambda lv, c: [(k, int(MM5B.paths[MM5B.paths[:, lv] == c][0, k])) for k in range(lv + 1)]  # noqa: E731
@@ -169,7 +169,9 @@ def _hssn_reference(logits, labels, eps=1e-8):
                 desc += [(k, d) for d in frontier]
             mcmb = torch.stack([sig[k][:, d] for k, d in desc]).amax(0)
             onehot = (y == c).double()
-            per_pixel = per_pixel - onehot * torch.log(mcla + eps) - (1 - onehot) * torch.log(1 - mcmb + eps)
+            pos = -onehot * torch.log(mcla + eps) * (1 - mcla) ** gamma
+            neg = -(1 - onehot) * torch.log(1 - mcmb + eps) * mcmb**gamma
+            per_pixel = per_pixel + pos + neg
         total = total + per_pixel[valid].sum() / valid.sum() / n
     return total
 
@@ -179,6 +181,24 @@ def test_hssn_tree_min_matches_literal_reference():
     torch.testing.assert_close(hssn_tree_min_loss(logits, labels, MM5B), _hssn_reference(logits, labels))
     total = HSSNLoss(MM5B, tm_weight=5.0)(logits, labels)
     torch.testing.assert_close(total, 5 * _hssn_reference(logits, labels) + hierarchical_ce(logits, labels))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_hssn_tree_min_gradients_match_literal_reference(gamma):
+    # the loss's min / max written with relu: the gradients of autograd through the literal per-class min / max
+    # (no ties among random float64 scores), with ignored pixels and both focal settings
+    logits, labels = make_batch(dtype=torch.float64, h=7, w=6)
+    assert (labels == IGN).any()
+    fast = [z.clone().requires_grad_(True) for z in logits]
+    slow = [z.clone().requires_grad_(True) for z in logits]
+    value = hssn_tree_min_loss(fast, labels, MM5B, gamma=gamma)
+    want = _hssn_reference(slow, labels, gamma=gamma)
+    torch.testing.assert_close(value, want)
+    value.backward()
+    want.backward()
+    for got, ref in zip(fast, slow):
+        assert ref.grad.abs().sum() > 0
+        torch.testing.assert_close(got.grad, ref.grad)
 
 
 def test_bad_inputs_raise():
