@@ -16,6 +16,8 @@ threads), or a scaling curve; absolute times only give the scale. Sections (func
    ``SeededSamples`` + ``pad_collate`` + ``SegAugment``) vs the training step on that batch.
 7. ``encoders`` — one flat training step per timm encoder relative to the default ``tu-convnext_atto``
    (``benchmarks/bench_encoders.py``): could a cheaper encoder buy the default its convergence budget?
+8. ``hssn_loss`` — the HSSN baseline's tree-min loss against its formulation before the rewrite without boolean
+   masks, and the HSSN training step against the flat and BHCCM + HSC steps (``benchmarks/bench_hssn_loss.py``).
 
 Usage (from the repository root)::
 
@@ -48,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import bench_bhccm  # noqa: E402
 import bench_encoders  # noqa: E402
+import bench_hssn_loss  # noqa: E402
 import bench_retrieval  # noqa: E402
 import bench_translu  # noqa: E402
 from timing import median_times, summary  # noqa: E402
@@ -291,6 +294,14 @@ def table_rows(r: dict) -> list[tuple[str, str, str]]:
         if enc != bench_encoders.DEFAULT:
             rows.append((f"flat FPN-64 step, {enc} / {bench_encoders.DEFAULT}", f"{v['ratio_to_default']:.2f}",
                          f"{v['median_s'] * 1e3:.1f} ms, {v['params'] / 1e6:.2f} M parameters, 1 thread"))
+    hl = r["hssn_loss"]
+    shape = hl["shape"]
+    rows.append(("HSSN tree-min loss fwd+bwd, before rewrite / now", f"{hl['tree_min_before_over_now']:.2f}",
+                 f"{hl['tree_min_fwd_bwd_s']['now'] * 1e3:.1f} vs {hl['tree_min_fwd_bwd_s']['before'] * 1e3:.1f} ms, "
+                 f"{shape['batch']} x {shape['size']}², 1 thread"))
+    rows.append(("HSSN/flat+CE step time, fpn64_convnext_atto", f"{hl['step_over_flat']['hssn']:.2f}",
+                 f"{hl['train_step']['hssn']['median_s']:.3f} vs {hl['train_step']['flat_ce']['median_s']:.3f} s "
+                 f"(before the rewrite {hl['step_over_flat']['hssn_before']:.2f}), 1 thread"))
     d = r["data_loading"]
     rows.append(("load+augment batch / train step", f"{d['load_over_step']:.3f}",
                  f"{d['load_batch_s'] * 1e3:.1f} ms vs {d['train_step_s'] * 1e3:.1f} ms, batch {d['batch']} of "
@@ -305,7 +316,8 @@ def format_table(rows: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = ("bhccm_vs_flat", "jsps", "translu", "retrieval", "sliding_window", "data_loading", "encoders")
+SECTIONS = ("bhccm_vs_flat", "jsps", "translu", "retrieval", "sliding_window", "data_loading", "encoders",
+            "hssn_loss")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -335,7 +347,8 @@ def main(argv: list[str] | None = None) -> dict:
                     ("data_loading", lambda: data_loading(quick, batch, warmup, steps)),
                     ("encoders", lambda: bench_encoders.bench(bench_encoders.ENCODERS[:2] if quick else
                                                               bench_encoders.ENCODERS, 2 if quick else 8, 64,
-                                                              warmup, steps))):
+                                                              warmup, steps)),
+                    ("hssn_loss", lambda: bench_hssn_loss.bench(batch, 32 if quick else 64, steps))):
         ts = time.perf_counter()
         torch.set_num_threads(a.threads)
         report[key] = fn()

@@ -22,7 +22,7 @@ def test_bench_quick_writes_every_section(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(out.read_text())
     assert {"meta", "bhccm_vs_flat", "jsps", "translu", "retrieval", "sliding_window", "data_loading",
-            "encoders", "table"} <= set(report)
+            "encoders", "hssn_loss", "table"} <= set(report)
     assert report["meta"]["quick"] is True
     fpn = report["bhccm_vs_flat"]["fpn64_convnext_atto_10x128"]
     # BHCCM adds 13C + 1,711 parameters over the flat head for mm5b (C = 64 here): a ratio just above 1
@@ -38,6 +38,9 @@ def test_bench_quick_writes_every_section(tmp_path: Path) -> None:
     enc = report["encoders"]["steps"]
     assert list(enc)[0] == "tu-convnext_atto" and enc["tu-convnext_atto"]["ratio_to_default"] == 1.0
     assert all(v["median_s"] > 0 and v["params"] > 0 for v in enc.values()) and len(enc) == 2
+    hl = report["hssn_loss"]  # both tree-min formulations ran (bench checks they agree) and all four steps
+    assert hl["tree_min_fwd_bwd_s"]["now"] > 0 and hl["tree_min_fwd_bwd_s"]["before"] > 0
+    assert set(hl["train_step"]) == {"flat_ce", "bhccm_hsc", "hssn", "hssn_before"}
     # the printed table has one row per figure of the JSON's table
     rows = [line for line in res.stdout.splitlines() if line.startswith("| ") and "figure" not in line]
     assert len(rows) == len(report["table"]) >= 12
