@@ -47,8 +47,6 @@ from hierars.atomic import atomic_write_text  # noqa: E402
 from hierars.losses import HierarchicalCELoss, HSCLoss, HSSNLoss, hierarchical_ce, hssn_tree_min_loss  # noqa: E402
 from hierars.models import build_model  # noqa: E402
 
-TREE = BENCH.parent / "hierars" / "trees" / "mm5b.yaml"
-
 
 def tree_min_before(logits: Sequence[torch.Tensor], labels: torch.Tensor, hierarchy: Hierarchy,
                     eps: float = 1e-8, ignore_index: int = 255) -> torch.Tensor:
@@ -87,7 +85,7 @@ class HSSNLossBefore(HSSNLoss):
 
 def bench(batch: int, size: int, steps: int) -> dict:
     torch.set_num_threads(1)
-    h = Hierarchy.from_yaml(TREE)
+    h = Hierarchy.builtin("mm5b")
     x, y = random_batch(h, batch, 10, size)
     g = torch.Generator().manual_seed(1)
     logits = [torch.randn(batch, n, size, size, generator=g).requires_grad_(True) for n in h.num_classes]
