@@ -33,8 +33,8 @@ class FidelitySection(BaseModel):
 
     folder: str = Field("reports/fidelity", description="where scripts/learning_curves.py wrote the study (from "
                         "the repository root; committed, so the notebook runs on a fresh clone)")
-    profiles: list[str] = Field(["default", "default_480", "gid15", "gid15_840", "gid15_1680", "gid15_3360",
-                                 "gid15_256_noaug"],
+    profiles: list[str] = Field(["default", "default_rep", "default_480", "gid15", "gid15_840", "gid15_1680",
+                                 "gid15_3360", "gid15_256_noaug"],
                                 min_length=1, description="studies to show, each a sub-folder "
                                 "of `folder` (scripts/learning_curves.py --profile); a missing one is reported and "
                                 "skipped")
