@@ -425,11 +425,12 @@ class Hierarchy:
             raise HierarchyError(
                 f"expected the level axis ({self.num_levels} levels) at dim -3, got shape {tuple(labels.shape)}"
             )
-        n = torch.tensor(self.num_classes, device=labels.device).view(-1, 1, 1)
-        ok = ((labels >= 0) & (labels < n)).all(-3)
-        flat = (labels.clamp(min=0).minimum(n - 1) * self._strides.to(labels.device).view(-1, 1, 1)).sum(-3)
-        pid = self._path_lut.to(labels.device)[flat]
-        return torch.where(ok, pid, torch.full_like(pid, -1))
+        labels = labels.long()
+        top = torch.tensor(self.num_classes, device=labels.device).view(-1, 1, 1) - 1
+        clamped = torch.clamp(labels, min=torch.zeros_like(top), max=top)
+        ok = (clamped == labels).all(-3)  # every level in range (fewer passes than two comparisons)
+        pid = self._path_lut.to(labels.device)[(clamped * self._strides.to(labels.device).view(-1, 1, 1)).sum(-3)]
+        return torch.where(ok, pid, -1)
 
     # ------------------------------------------------------------------ display
     def __len__(self) -> int:

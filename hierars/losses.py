@@ -201,29 +201,40 @@ def _hsc_terms(
 ) -> torch.Tensor:
     """Σ_l λ_l CE_l (if ``weights`` is given) + μ · L_path (if ``mu``), each averaged over its valid pixels.
 
-    Builds the per-pixel targets and weights (B×1×H×W: λ_l / N_valid,l on valid pixels, 0 elsewhere) and
-    calls :class:`_HSCTerms`. logits: L float tensors B×N_l×H×W at the labels' size; labels: B×L×H×W.
+    Builds the per-pixel targets and weights of the T terms (the L levels, then the path term), stacked as
+    T×B×1×H×W tensors (term t's B×1×H×W slab is contiguous): weight λ_l / N_valid,l on the pixels valid for
+    the term, 0 elsewhere; and calls :class:`_HSCTerms`. The levels' targets and weights are made by one
+    operation each for all levels (the label-side work is per-pixel work too: done level by level it took
+    about a tenth of the BHCCM + HSC head-and-loss step). logits: L float tensors B×N_l×H×W at the labels'
+    size; labels: B×L×H×W.
     """
     labels = labels.long()
-    dtype = logits[0].dtype
-    zero = torch.zeros((), dtype=dtype, device=labels.device)
-    tensors: list[torch.Tensor] = []
+    dtype, device = logits[0].dtype, labels.device
+    batch, n_levels, height, width = labels.shape
+    n_terms = n_levels * (weights is not None) + bool(mu)
+    targets = torch.empty((n_terms, batch, 1, height, width), dtype=torch.long, device=device)
+    scales = torch.empty((n_terms, batch, 1, height, width), dtype=dtype, device=device)
+    zero = torch.zeros((), dtype=dtype, device=device)
     if weights is not None:
-        for level, w in enumerate(weights):
-            y = labels[:, level : level + 1]
-            valid = y != ignore_index
-            scale = torch.where(valid, w / valid.sum().clamp(min=1).to(dtype), zero)
-            tensors += [torch.where(valid, y, 0), scale]
-    paths = hierarchy.paths.to(labels.device)
+        per_level = labels.transpose(0, 1).unsqueeze(2)  # L×B×1×H×W view
+        keep = per_level != ignore_index
+        factor = torch.tensor(weights, dtype=dtype, device=device) / keep.sum(dim=(1, 2, 3, 4)).clamp(min=1).to(dtype)
+        torch.where(keep, per_level, torch.zeros((), dtype=torch.long, device=device), out=targets[:n_levels])
+        torch.where(keep, factor.view(-1, 1, 1, 1, 1), zero, out=scales[:n_levels])
+    paths = hierarchy.paths.to(device)
     if mu:
         _check_paths(paths, logits)
         # B×H×W path index, -1 where any label is out of range (e.g. 255) or not a path of the tree; a pixel
-        # with ``ignore_index`` at any level is excluded too (matters when ignore_index is a class id)
+        # with ``ignore_index`` at any level is excluded too (matters only when ignore_index is a class id:
+        # otherwise an ignored label is out of range and its path index is already -1)
         pid = hierarchy.path_id(labels)
-        valid = ((pid >= 0) & (labels != ignore_index).all(dim=1)).unsqueeze(1)
-        scale = torch.where(valid, mu / valid.sum().clamp(min=1).to(dtype), zero)
-        tensors += [pid.clamp(min=0).unsqueeze(1), scale]
-    return _HSCTerms.apply(paths, weights is not None, bool(mu), *tensors, *logits)
+        valid = pid >= 0
+        if 0 <= ignore_index < max(hierarchy.num_classes):
+            valid &= (labels != ignore_index).all(dim=1)
+        valid = valid.unsqueeze(1)
+        torch.where(valid, mu / valid.sum().clamp(min=1).to(dtype), zero, out=scales[-1])
+        torch.clamp(pid.unsqueeze(1), min=0, out=targets[-1])
+    return _HSCTerms.apply(paths, weights is not None, bool(mu), targets, scales, *logits)
 
 
 #: pixels per chunk of :class:`_HSCTerms` (B·H·W is processed in pieces of about this many pixels)
@@ -268,22 +279,21 @@ class _HSCTerms(torch.autograd.Function):
     (:func:`_pixel_chunks`): the temporaries then are small, which the allocator reuses, where full-size
     ones (B×P×H×W) were fresh allocations (page faults) at each step, and each piece's passes stay in
     cache. Saved for backward: the log-softmaxes of every piece (as autograd would, in pieces); backward
-    writes each piece of the gradients in place. The per-pixel weighting of the picked log-probabilities
-    (B×1×H×W) runs once on the whole batch. Not twice differentiable.
+    writes each piece of the gradients in place. The T terms' targets and weights come stacked (T×B×1×H×W,
+    from :func:`_hsc_terms`), so the weighting of the picked log-probabilities and of the backward's one-hot
+    parts runs once for all terms and the whole batch. Not twice differentiable.
     """
 
     @staticmethod
-    def forward(ctx, paths: torch.Tensor, with_levels: bool, with_path: bool, *args: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, paths: torch.Tensor, with_levels: bool, with_path: bool, targets: torch.Tensor,
+                scales: torch.Tensor, *logits: torch.Tensor) -> torch.Tensor:
         n_levels = paths.shape[1]
-        logits = args[-n_levels:]
-        extras = args[: len(args) - n_levels]
-        targets, scales = extras[0::2], extras[1::2]  # per term (levels, then paths): B×1×H×W each
         identity_leaf = torch.equal(paths[:, -1], torch.arange(len(paths), device=paths.device))
         cut = _pixel_chunks(logits[0].shape)
-        picked = [torch.empty_like(s) for s in scales]  # log-softmax at the target, per term
-        chunks = list(zip(*[_chunk(z, cut) for z in logits], *[_chunk(t, cut) for t in targets],
-                          *[_chunk(p, cut) for p in picked]))
+        picked = torch.empty_like(scales)  # T×B×1×H×W: each term's log-softmax at its target
         n_terms = len(targets)
+        chunks = list(zip(*[_chunk(z, cut) for z in logits], *[_chunk(t, cut) for t in targets.unbind(0)],
+                          *[_chunk(p, cut) for p in picked.unbind(0)]))
         pieces: list[torch.Tensor] = []  # per chunk and term: the log-softmax
         for chunk in chunks:
             zs, tgts, outs = chunk[:n_levels], chunk[n_levels : n_levels + n_terms], chunk[n_levels + n_terms :]
@@ -296,11 +306,10 @@ class _HSCTerms(torch.autograd.Function):
             for logp, target, out in zip(terms, tgts, outs):
                 torch.gather(logp, 1, target, out=out)
             pieces += terms
-        total = torch.zeros((), dtype=logits[0].dtype, device=logits[0].device)
-        for p, scale in zip(picked, scales):
-            total = total - torch.where(scale != 0, p * scale, 0.0).sum()
+        # every term at once: −Σ ω · picked (the where keeps a −inf pick at a pixel of weight 0 out of the sum)
+        total = -torch.where(scales != 0, picked * scales, 0.0).sum()
         ctx.pieces = pieces
-        ctx.save_for_backward(paths, *extras)
+        ctx.save_for_backward(paths, targets, scales)
         ctx.flags = (with_levels, with_path, identity_leaf, n_levels, cut)
         ctx.shapes = [(z.shape, z.dtype, z.device) for z in logits]
         return total
@@ -309,13 +318,12 @@ class _HSCTerms(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         with_levels, with_path, identity_leaf, n_levels, cut = ctx.flags
-        paths, *extras = ctx.saved_tensors
-        targets = extras[0::2]
-        weights = [scale * grad_out for scale in extras[1::2]]
+        paths, targets, scales = ctx.saved_tensors
+        weights = scales * grad_out  # T×B×1×H×W, and its negative for the one-hot parts
         grads = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype, device in ctx.shapes]
         n_terms = len(targets)
-        chunks = zip(*[_chunk(g, cut) for g in grads], *[_chunk(t, cut) for t in targets],
-                     *[_chunk(w, cut) for w in weights], *[_chunk(-w, cut) for w in weights])
+        chunks = zip(*[_chunk(g, cut) for g in grads], *[_chunk(t, cut) for t in targets.unbind(0)],
+                     *[_chunk(w, cut) for w in weights.unbind(0)], *[_chunk(w, cut) for w in (-weights).unbind(0)])
         pieces = iter(ctx.pieces)  # not consumed: a second backward (retain_graph) reads them again
         for chunk in chunks:
             out, tgts = chunk[:n_levels], chunk[n_levels : n_levels + n_terms]
@@ -332,8 +340,7 @@ class _HSCTerms(torch.autograd.Function):
                         out[level].add_(grad_t)
                     else:
                         out[level].index_add_(1, paths[:, level], grad_t)
-        n_extras = 2 * n_levels * with_levels + 2 * with_path
-        return (None, None, None) + (None,) * n_extras + tuple(grads)
+        return (None, None, None, None, None) + tuple(grads)
 
 
 def _child_ranks(parents: torch.Tensor, n_parent: int) -> torch.Tensor:
