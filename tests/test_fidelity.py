@@ -138,3 +138,64 @@ def test_budget_ladder_pairs_each_rung_with_the_one_below(tmp_path):
     one = one[one["seed"] == 0]
     assert budget_ladder(one, levels=3).set_index(["study", "run"]).loc[("mid", "flat"), "L3 gain"] == \
         "+10.0 (n=1, no interval)"
+
+
+def _eval_rows(with_boot_for):
+    rows = []
+    for run, seed in (("flat", 0), ("flat", 1), ("bhccm_hsc", 0), ("bhccm_hsc", 1)):
+        v = 0.40 + 0.02 * seed
+        row = {"run": run, "seed": seed, "mIoU_L1": v, "mIoU_L1_present": v, "mIoU_L1_per_image": v}
+        if (run, seed) in with_boot_for:
+            row |= {"mIoU_L1_boot_lo": v - 0.03, "mIoU_L1_boot_hi": v + 0.03}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_split_analysed_keeps_each_table_on_one_set_of_seeds():
+    from hierars.project.fidelity import evaluation_table, split_analysed
+
+    # flat's seed 0 was analysed before the bootstrap existed: a mixed table would count it in "seeds" and "mIoU"
+    # but not in the bootstrap interval
+    df = _eval_rows({("flat", 1), ("bhccm_hsc", 0), ("bhccm_hsc", 1)})
+    analysed, older = split_analysed(df, levels=1)
+    assert list(zip(older["run"], older["seed"], strict=True)) == [("flat", 0)] and len(analysed) == 3
+    with pytest.raises(ValueError, match="split_analysed"):
+        evaluation_table(df, levels=1)
+    ev = evaluation_table(analysed, levels=1)
+    assert ev.loc[("flat", "L1"), "seeds"] == 1 and ev.loc[("flat", "L1"), "mIoU"] == pytest.approx(42.0)
+    assert ev.loc[("flat", "L1"), "bootstrap 95 %"] == "[39.0, 45.0]"
+    # no row analysed (the column is absent): every row is older, none is lost silently
+    none_analysed, all_older = split_analysed(_eval_rows(set()), levels=1)
+    assert none_analysed.empty and len(all_older) == 4
+    assert split_analysed(pd.DataFrame(), levels=1)[1].empty
+
+
+def test_pool_curves_joins_independent_samples_of_one_recipe(tmp_path):
+    from hierars.project.fidelity import pool_curves
+
+    studies = {}
+    for profile, seeds, gain in (("a", (0, 1, 2), 0.02), ("b", (3, 4, 5), 0.00)):
+        for seed in seeds:
+            noise = 0.003 * seed
+            _write(tmp_path / profile, "flat", seed, [(450, 0.2), (900, 0.25 + noise)])
+            _write(tmp_path / profile, "bhccm_hsc", seed, [(450, 0.2), (900, 0.25 + noise + gain + 0.002 * seed)])
+        studies[profile] = load_curves(tmp_path / profile, ["flat", "bhccm_hsc"])
+    pooled = pool_curves(studies, ["a", "b"])
+    assert sorted(pooled["flat"]["seed"].unique()) == [0, 1, 2, 3, 4, 5]
+    assert set(pooled["bhccm_hsc"]["study"]) == {"a", "b"}
+    table = final_table(pooled, levels=3)
+    # pooled difference: mean of +2 (seeds 0-2) and 0 (seeds 3-5) points plus 0.2 * mean seed = +1.5
+    assert table.loc["bhccm_hsc", "vs flat L3"].startswith("+1.5 [") and table.loc["bhccm_hsc", "vs flat L3"].endswith(
+        "(n=6)")
+    with pytest.raises(ValueError, match="at least two"):
+        pool_curves(studies, ["a"])
+    with pytest.raises(ValueError, match="not loaded"):
+        pool_curves(studies, ["a", "c"])
+    _write(tmp_path / "c", "flat", 1, [(450, 0.2), (900, 0.3)])  # seed 1 is already in study a
+    studies["c"] = load_curves(tmp_path / "c", ["flat"])
+    with pytest.raises(ValueError, match="seed 1"):
+        pool_curves(studies, ["a", "c"])
+    _write(tmp_path / "d", "flat", 9, [(240, 0.2), (480, 0.3)])  # another budget
+    studies["d"] = load_curves(tmp_path / "d", ["flat"])
+    with pytest.raises(ValueError, match="different budgets"):
+        pool_curves(studies, ["a", "d"])

@@ -58,8 +58,9 @@ def test_every_key_of_params_yaml_is_documented():
                 walk(v, key)
                 continue
             if key.startswith("train.runs.") or key.startswith("retrieval.segmenter.") or key.startswith(
-                    "transfer.train.") or key.startswith("prepare.tile_size."):
-                continue  # free-form mappings of TrainConfig overrides / per-dataset values: the parent is documented
+                    "transfer.train.") or key.startswith("prepare.tile_size.") or key.startswith("fidelity.pools."):
+                continue  # free-form mappings (TrainConfig overrides, per-dataset values, named pools): the parent is
+                # documented
             section = "." not in key and isinstance(v, dict)  # a section: its keys are documented
             assert section or key in documented or generic in documented, \
                 f"params.yaml key {key} is not in docs/settings.md"

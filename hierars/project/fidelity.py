@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hierars.comparison import paired_by_seed
 
 __all__ = ["FidelitySection", "load_curves", "load_errors", "final_table", "budget_table", "budget_ladder",
-           "ladder_finals", "metric_name"]
+           "ladder_finals", "metric_name", "pool_curves", "split_analysed", "evaluation_table", "per_class_table"]
 
 
 class FidelitySection(BaseModel):
@@ -46,6 +46,11 @@ class FidelitySection(BaseModel):
                                      "at its own end), shortest first, for the budget ladder (what a longer budget "
                                      "buys); `pipeline` is the train stage's own runs (only when it trained on the "
                                      "synthetic S2 tiles); a missing study is skipped")
+    pools: dict[str, list[str]] = Field({"default+default_rep": ["default", "default_rep"]},
+                                        description="independent samples of one recipe (studies with the same "
+                                        "budget and disjoint seeds) whose final models are also shown pooled, "
+                                        "name: studies; a summary across samples, not a test declared in advance; "
+                                        "a pool with a missing study is skipped")
     runs: list[str] = Field(["flat", "bhccm_hsc", "hssn"], min_length=1, description="runs to compare")
     baseline: str = Field("flat", description="run the others are compared with (paired by seed)")
 
@@ -111,6 +116,40 @@ def final_table(curves: dict[str, pd.DataFrame], levels: int, baseline: str = "f
                                                               _final(base, metric_name(level)), empty="no common seed")
         rows.append(row)
     return pd.DataFrame(rows).set_index("run")
+
+
+def pool_curves(studies: Mapping[str, Mapping[str, pd.DataFrame]], profiles: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """The curves of several studies of one recipe as one study: ``{run: DataFrame}`` with every seed of every
+    study (a ``study`` column added), for :func:`final_table` over the pooled seeds.
+
+    Args: ``studies`` ``{profile: {run: curves}}`` (:func:`load_curves`); ``profiles`` the studies to pool (at
+    least two), all present. A run is pooled from the studies that have it.
+
+    Raises:
+        ValueError: fewer than two profiles, a profile not in ``studies``, studies whose last evaluated
+            iterations differ (other budgets: not one recipe), or a seed trained in two of them for the same run
+            (not independent samples).
+    """
+    if len(profiles) < 2:
+        raise ValueError(f"pooling needs at least two studies, got {list(profiles)}")
+    missing = [p for p in profiles if p not in studies]
+    if missing:
+        raise ValueError(f"studies {missing} are not loaded; have {sorted(studies)}")
+    budgets = {p: max(int(df["iteration"].max()) for df in studies[p].values()) for p in profiles}
+    if len(set(budgets.values())) > 1:
+        raise ValueError(f"studies of different budgets cannot be pooled as one recipe: {budgets}")
+    pooled: dict[str, pd.DataFrame] = {}
+    for run in dict.fromkeys(run for p in profiles for run in studies[p]):
+        parts = [studies[p][run].assign(study=p) for p in profiles if run in studies[p]]
+        seen: dict[int, str] = {}
+        for part in parts:
+            for seed in sorted(part["seed"].unique()):
+                if int(seed) in seen:
+                    raise ValueError(f"run {run!r}: seed {int(seed)} is in both {seen[int(seed)]!r} and "
+                                     f"{part['study'].iloc[0]!r}; pooled samples must not share seeds")
+                seen[int(seed)] = part["study"].iloc[0]
+        pooled[run] = pd.concat(parts, ignore_index=True)
+    return pooled
 
 
 def load_pipeline_curves(reports_dir: str | Path, runs: Sequence[str]) -> dict[str, pd.DataFrame]:
@@ -237,12 +276,32 @@ def _paired_cell(a: Mapping[int, float], b: Mapping[int, float], empty: str = "â
     return f"{d.format()} (n={d.n})" if d.n > 1 else f"{100 * d.mean:+.1f} (n=1, no interval)"
 
 
+def split_analysed(errors: pd.DataFrame, levels: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split :func:`load_errors` rows into ``(analysed, older)``: the seeds with the evaluation analysis (bootstrap
+    interval, other mIoU conventions, per-class IoU) and those analysed by an older ``scripts/learning_curves.py``
+    without it (their models were not kept, so ``--analyse-only`` cannot redo them). ``levels``: the tree's depth
+    (the finest level's bootstrap column decides). No row has it: every row is ``older``."""
+    boot = f"mIoU_L{levels}_boot_lo"
+    if not len(errors) or boot not in errors:
+        return errors.iloc[0:0], errors
+    has = errors[boot].notna()
+    return errors[has], errors[~has]
+
+
 def evaluation_table(errors: pd.DataFrame, levels: int) -> pd.DataFrame:
     """Per run and level (rows), mean over seeds of the final validation mIoU (%), its bootstrap interval over
     validation images, and the mIoU under the two other conventions (``hierars.metrics.miou_conventions``), from
-    :func:`load_errors` rows written by ``scripts/learning_curves.py``'s analysis."""
+    the ``analysed`` rows of :func:`split_analysed`.
+
+    Raises:
+        ValueError: a row lacks the analysis (every column of a row must cover the same seeds).
+    """
+    analysed, older = split_analysed(errors, levels)
+    if len(older):
+        raise ValueError(f"{len(older)} row(s) lack the bootstrap analysis (runs "
+                         f"{sorted(set(older['run']))}); pass split_analysed(errors, levels)[0]")
     rows = []
-    for run, g in errors.groupby("run", sort=False):
+    for run, g in analysed.groupby("run", sort=False):
         for level in range(levels, 0, -1):
             k = f"mIoU_L{level}"
             rows.append({"run": run, "level": f"L{level}", "seeds": len(g),
