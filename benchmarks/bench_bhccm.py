@@ -121,6 +121,13 @@ def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: in
         "bhccm_hsc": head_loss(bh_model, HSCLoss(h)),
     }, warmup=2, steps=max(3, steps // 2), clock=clock)
     breakdown = {k: statistics.median(v) for k, v in parts.items()}
+    b, extra = breakdown, res["bhccm_hsc"]["median_s"] - res["flat_ce"]["median_s"]
+    # where BHCCM + HSC's extra step time goes (each part: BHCCM's minus flat's, forward + backward)
+    split = {"head": b["bhccm_head_only"] - b["flat_head_only"],  # the level heads and the fusion
+             "upsampling": (b["bhccm_head_upsample"] - b["bhccm_head_only"])  # every level's logits, not one
+             - (b["flat_head_upsample"] - b["flat_head_only"]),
+             "loss": (b["bhccm_hsc"] - b["bhccm_head_upsample"]) - (b["flat_ce"] - b["flat_head_upsample"])}
+    split["rest"] = extra - sum(split.values())  # optimiser on the extra tensors, zero_grad, noise of two medians
     return {
         "arch": arch, "encoder": encoder, "in_channels": in_ch, "size": size, "batch": batch,
         "decoder_channels": dec or "smp default", "decoder_feature_shape": list(feats.shape),
@@ -131,7 +138,8 @@ def bench_train_step(h: Hierarchy, arch: str, encoder: str, in_ch: int, size: in
         "optimizer_s": optimizer_s,
         "backward_and_step_s": {k: res[k]["median_s"] - forward_s[k] for k in forward_s},
         "head_plus_loss_fwd_bwd_s": breakdown,
-        "extra_time_s": res["bhccm_hsc"]["median_s"] - res["flat_ce"]["median_s"],
+        "extra_time_s": extra,
+        "extra_time_split_s": split,
         "extra_time_explained_by_head_and_loss_s": breakdown["bhccm_hsc"] - breakdown["flat_ce"],
     }
 

@@ -89,6 +89,7 @@ def bhccm_vs_flat(h: Hierarchy, quick: bool, batch: int, warmup: int, steps: int
             "flops_ratio": flops["bhccm"] / flops["flat"],
             "step_s": {k: v["median_s"] for k, v in r["step"].items()},
             "step_ratio": r["ratio_bhccm_hsc_over_flat"],
+            "extra_ms": {k: 1e3 * v for k, v in r["extra_time_split_s"].items()},
         }
     return out
 

@@ -222,7 +222,9 @@ def complexity_table(configs: Mapping[str, Any], hierarchy, in_channels: int, si
 def bench_table(path: str | Path) -> PaperTable:
     """Table VIII as measured side by side by ``benchmarks/run.py`` (``reports/bench.json``, section
     ``bhccm_vs_flat``): per setting, parameters, forward GFLOPs and median training-step time of flat + CE and
-    BHCCM + HSC, and their ratios (interleaved steps, same inputs and threads: the ratio is the robust number).
+    BHCCM + HSC, and their ratios (interleaved steps, same inputs and threads: the ratio is the robust number);
+    where the file has it, where BHCCM + HSC's extra step time goes (``extra_ms``: the level heads and fusion, the
+    upsampling of every level's logits, the loss, and the rest), each part BHCCM's minus flat's.
 
     Raises:
         ValueError: the file has no ``bhccm_vs_flat`` section.
@@ -244,6 +246,10 @@ def bench_table(path: str | Path) -> PaperTable:
                        "step (s) flat / BHCCM": f"{st['flat_ce']:.3f} / {st['bhccm_hsc']:.3f}",
                        "BHCCM / flat: params, FLOPs, step": f"{r['params_ratio']:.4f}, {r['flops_ratio']:.4f}, "
                                                            f"{r['step_ratio']:.2f}"}
+        extra = r.get("extra_ms")  # where the extra step time goes (benchmarks since 4 December 2026)
+        if extra:
+            rows[name] |= {f"extra_ms_{k}": v for k, v in extra.items()}
+            shown[name]["extra step (ms): " + " / ".join(extra)] = " / ".join(f"{v:.1f}" for v in extra.values())
     return PaperTable("complexity_bench", "Table VIII (HieraRS), measured: BHCCM + HSC vs flat + CE side by side",
                       pd.DataFrame.from_dict(rows, orient="index"), pd.DataFrame.from_dict(shown, orient="index"),
                       f"benchmarks/run.py, reports/{Path(path).name} (median step times of interleaved steps on this machine's "

@@ -242,6 +242,12 @@ def test_bench_table_reads_the_benchmark_ratios(tmp_path):
     t = bench_table(tmp_path / "bench.json")
     assert t.data.loc["fpn", "step_ratio"] == 1.4 and t.data.loc["fpn", "params_bhccm"] == 4_002_000
     assert t.shown.loc["fpn", "BHCCM / flat: params, FLOPs, step"] == "1.0005, 1.0118, 1.40"
+    assert not any(c.startswith("extra") for c in t.shown.columns)  # an older file without the split
+    entry["extra_ms"] = {"head": 4.25, "upsampling": 1.0, "loss": 5.0, "rest": 0.5}
+    (tmp_path / "bench.json").write_text(json.dumps({"bhccm_vs_flat": {"fpn": entry}}))
+    t = bench_table(tmp_path / "bench.json")
+    assert t.shown.loc["fpn", "extra step (ms): head / upsampling / loss / rest"] == "4.2 / 1.0 / 5.0 / 0.5"
+    assert t.data.loc["fpn", "extra_ms_loss"] == 5.0
     (tmp_path / "empty.json").write_text("{}")
     with pytest.raises(ValueError, match="empty.json.*bhccm_vs_flat"):
         bench_table(tmp_path / "empty.json")
