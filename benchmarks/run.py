@@ -21,7 +21,7 @@ threads), or a scaling curve; absolute times only give the scale. Sections (func
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/run.py            # full: ~15-25 min on 2 shared cores
+    .venv/bin/python benchmarks/run.py            # full: ~10-15 min on one core of an idle machine
     .venv/bin/python benchmarks/run.py --quick    # smoke run (< 1 min): small sizes, few steps
 
 Times measured on a shared machine are pessimistic and noisy (the ratios less so: both sides share the load).
@@ -324,7 +324,10 @@ SECTIONS = ("bhccm_vs_flat", "jsps", "translu", "retrieval", "sliding_window", "
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, few steps (< 1 min)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: how the pipeline's seed workers train, one thread each; with "
+                    "more, the small operations of the hierarchical heads weigh more, e.g. BHCCM + HSC / flat at "
+                    "FPN-64 1.24 at 2 threads against 1.12 at 1)")
     ap.add_argument("--out", default="reports/bench.json")
     ap.add_argument("--sliding-child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

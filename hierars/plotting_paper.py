@@ -233,6 +233,9 @@ def bench_table(path: str | Path) -> PaperTable:
     section = data.get("bhccm_vs_flat")
     if not isinstance(section, dict) or not section:
         raise ValueError(f"{path}: no `bhccm_vs_flat` section (run benchmarks/run.py)")
+    n_threads = data.get("meta", {}).get("threads")
+    # the pipeline's seed workers train with one thread each; with more, the heads' many small operations cost more
+    threads = f", {n_threads} torch thread{'s' * (n_threads != 1)}" if n_threads else ""
     rows, shown = {}, {}
     for name, r in section.items():
         g, st = r["forward_gflops_per_image"], r["step_s"]
@@ -252,8 +255,8 @@ def bench_table(path: str | Path) -> PaperTable:
             shown[name]["extra step (ms): " + " / ".join(extra)] = " / ".join(f"{v:.1f}" for v in extra.values())
     return PaperTable("complexity_bench", "Table VIII (HieraRS), measured: BHCCM + HSC vs flat + CE side by side",
                       pd.DataFrame.from_dict(rows, orient="index"), pd.DataFrame.from_dict(shown, orient="index"),
-                      f"benchmarks/run.py, reports/{Path(path).name} (median step times of interleaved steps on this machine's "
-                      "shared cores; absolute times pessimistic, the ratios less so)")
+                      f"benchmarks/run.py, reports/{Path(path).name} (median step times of interleaved steps{threads} on this "
+                      "machine's shared cores; absolute times pessimistic, the ratios less so)")
 
 
 # ------------------------------------------------------------------------------------------------ transfer

@@ -247,7 +247,9 @@ def test_bench_table_reads_the_benchmark_ratios(tmp_path):
     (tmp_path / "bench.json").write_text(json.dumps({"bhccm_vs_flat": {"fpn": entry}}))
     t = bench_table(tmp_path / "bench.json")
     assert t.shown.loc["fpn", "extra step (ms): head / upsampling / loss / rest"] == "4.2 / 1.0 / 5.0 / 0.5"
-    assert t.data.loc["fpn", "extra_ms_loss"] == 5.0
+    assert t.data.loc["fpn", "extra_ms_loss"] == 5.0 and "threads" not in t.source
+    (tmp_path / "bench.json").write_text(json.dumps({"meta": {"threads": 2}, "bhccm_vs_flat": {"fpn": entry}}))
+    assert "interleaved steps, 2 torch threads on" in bench_table(tmp_path / "bench.json").source
     (tmp_path / "empty.json").write_text("{}")
     with pytest.raises(ValueError, match="empty.json.*bhccm_vs_flat"):
         bench_table(tmp_path / "empty.json")
