@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: how the pipeline's seed workers train, one thread each; with "
                     "more, the small operations of the hierarchical heads weigh more, e.g. BHCCM + HSC / flat at "
-                    "FPN-64 1.24 at 2 threads against 1.12 at 1)")
+                    "FPN-64 1.24 at 2 threads against 1.13 at 1)")
     ap.add_argument("--out", default="reports/bench.json")
     ap.add_argument("--sliding-child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

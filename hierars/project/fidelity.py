@@ -140,15 +140,13 @@ def pool_curves(studies: Mapping[str, Mapping[str, pd.DataFrame]], profiles: Seq
         raise ValueError(f"studies of different budgets cannot be pooled as one recipe: {budgets}")
     pooled: dict[str, pd.DataFrame] = {}
     for run in dict.fromkeys(run for p in profiles for run in studies[p]):
-        parts = [studies[p][run].assign(study=p) for p in profiles if run in studies[p]]
-        seen: dict[int, str] = {}
-        for part in parts:
-            for seed in sorted(part["seed"].unique()):
-                if int(seed) in seen:
-                    raise ValueError(f"run {run!r}: seed {int(seed)} is in both {seen[int(seed)]!r} and "
-                                     f"{part['study'].iloc[0]!r}; pooled samples must not share seeds")
-                seen[int(seed)] = part["study"].iloc[0]
-        pooled[run] = pd.concat(parts, ignore_index=True)
+        df = pd.concat([studies[p][run].assign(study=p) for p in profiles if run in studies[p]], ignore_index=True)
+        where = df.groupby("seed")["study"].unique()
+        shared = where[where.map(len) > 1]
+        if len(shared):
+            raise ValueError(f"run {run!r}: seed {int(shared.index[0])} is in {list(shared.iloc[0])}; pooled samples "
+                             "must not share seeds")
+        pooled[run] = df
     return pooled
 
 
