@@ -204,6 +204,15 @@ def test_fidelity_depends_on_each_shown_study() -> None:
         f"{sorted(ladder_studies - set(cfg['profiles']))}"
 
 
+def test_fidelity_defaults_equal_params_yaml() -> None:
+    """``FidelitySection``'s defaults are the committed study list (notebook 06 run outside the pipeline, e.g. from
+    a wheel, shows the same studies as the stage), so they move with ``params.yaml``'s ``fidelity`` section."""
+    from hierars.project.fidelity import FidelitySection
+
+    assert FidelitySection().model_dump() == FidelitySection(**_params_yaml()["fidelity"]).model_dump(), (
+        "FidelitySection's defaults differ from params.yaml's fidelity section: change both together")
+
+
 def test_dvc_lock_covers_every_stage() -> None:
     """The committed dvc.lock has an entry for every (expanded) stage, so `dvc status` compares against it."""
     lock = yaml.safe_load((PROJ_ROOT / "dvc.lock").read_text())["stages"]
