@@ -34,14 +34,15 @@ class FidelitySection(BaseModel):
     folder: str = Field("reports/fidelity", description="where scripts/learning_curves.py wrote the study (from "
                         "the repository root; committed, so the notebook runs on a fresh clone)")
     profiles: list[str] = Field(["default", "default_rep", "default_480", "gid15", "gid15_840", "gid15_1680",
-                                 "gid15_3360", "gid15_6720", "gid15_256_noaug"],
+                                 "gid15_3360", "gid15_6720", "gid15_13440", "gid15_256_noaug"],
                                 min_length=1, description="studies to show, each a sub-folder "
                                 "of `folder` (scripts/learning_curves.py --profile); a missing one is reported and "
                                 "skipped")
     budget_profile: str = Field("default", description="the study trained on the pipeline's default data (synthetic "
                                 "S2 tiles), paired with the pipeline's own runs by the budget check")
     ladders: list[list[str]] = Field([["pipeline", "default_480", "default"],
-                                      ["gid15", "gid15_840", "gid15_1680", "gid15_3360", "gid15_6720"]],
+                                      ["gid15", "gid15_840", "gid15_1680", "gid15_3360", "gid15_6720",
+                                       "gid15_13440"]],
                                      description="studies of one recipe at increasing budgets (each schedule annealed "
                                      "at its own end), shortest first, for the budget ladder (what a longer budget "
                                      "buys); `pipeline` is the train stage's own runs (only when it trained on the "
