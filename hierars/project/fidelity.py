@@ -33,8 +33,8 @@ class FidelitySection(BaseModel):
 
     folder: str = Field("reports/fidelity", description="where scripts/learning_curves.py wrote the study (from "
                         "the repository root; committed, so the notebook runs on a fresh clone)")
-    profiles: list[str] = Field(["default", "default_rep", "default_480", "gid15", "gid15_840", "gid15_1680",
-                                 "gid15_3360", "gid15_6720", "gid15_13440", "gid15_256_noaug"],
+    profiles: list[str] = Field(["default", "default_rep", "default_rep2", "default_480", "gid15", "gid15_840",
+                                 "gid15_1680", "gid15_3360", "gid15_6720", "gid15_13440", "gid15_256_noaug"],
                                 min_length=1, description="studies to show, each a sub-folder "
                                 "of `folder` (scripts/learning_curves.py --profile); a missing one is reported and "
                                 "skipped")
@@ -47,7 +47,9 @@ class FidelitySection(BaseModel):
                                      "at its own end), shortest first, for the budget ladder (what a longer budget "
                                      "buys); `pipeline` is the train stage's own runs (only when it trained on the "
                                      "synthetic S2 tiles); a missing study is skipped")
-    pools: dict[str, list[str]] = Field({"default+default_rep": ["default", "default_rep"]},
+    pools: dict[str, list[str]] = Field({"default+default_rep": ["default", "default_rep"],
+                                         "default+default_rep+default_rep2": ["default", "default_rep",
+                                                                              "default_rep2"]},
                                         description="independent samples of one recipe (studies with the same "
                                         "budget and disjoint seeds) whose final models are also shown pooled, "
                                         "name: studies; a summary across samples, not a test declared in advance; "
