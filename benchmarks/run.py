@@ -18,6 +18,9 @@ threads), or a scaling curve; absolute times only give the scale. Sections (func
    (``benchmarks/bench_encoders.py``): could a cheaper encoder buy the default its convergence budget?
 8. ``hssn_loss`` — the HSSN baseline's tree-min loss against its formulation before the rewrite without boolean
    masks, and the HSSN training step against the flat and BHCCM + HSC steps (``benchmarks/bench_hssn_loss.py``).
+9. ``head_bound`` — the BHCCM + HSC / flat step ratio at the FPN-64 default with the head's weight-side work
+   removed (ready-made packed weights: the bound of any re-layout of its parameters) and with HSC's path term
+   removed, beside the current code (``benchmarks/bench_head_bound.py``).
 
 Usage (from the repository root)::
 
@@ -50,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 import bench_bhccm  # noqa: E402
 import bench_encoders  # noqa: E402
+import bench_head_bound  # noqa: E402
 import bench_hssn_loss  # noqa: E402
 import bench_retrieval  # noqa: E402
 import bench_translu  # noqa: E402
@@ -303,6 +307,11 @@ def table_rows(r: dict) -> list[tuple[str, str, str]]:
     rows.append(("HSSN/flat+CE step time, fpn64_convnext_atto", f"{hl['step_over_flat']['hssn']:.2f}",
                  f"{hl['train_step']['hssn']['median_s']:.3f} vs {hl['train_step']['flat_ce']['median_s']:.3f} s "
                  f"(before the rewrite {hl['step_over_flat']['hssn_before']:.2f}), 1 thread"))
+    hb = r["head_bound"]["ratio_to_flat"]
+    db = r["head_bound"]["minus_bhccm_hsc_s"]["bhccm_hsc_bound"]["mean"]
+    rows.append(("BHCCM+HSC/flat step, FPN-64, no weight-side work (bound)", f"{hb['bhccm_hsc_bound']['mean']:.3f}",
+                 f"current code {hb['bhccm_hsc']['mean']:.3f}, {db * 1e3:+.1f} ms per step; without HSC's path term "
+                 f"{hb['bhccm_ce']['mean']:.3f}; {r['head_bound']['rounds']} rounds"))
     d = r["data_loading"]
     rows.append(("load+augment batch / train step", f"{d['load_over_step']:.3f}",
                  f"{d['load_batch_s'] * 1e3:.1f} ms vs {d['train_step_s'] * 1e3:.1f} ms, batch {d['batch']} of "
@@ -318,7 +327,7 @@ def format_table(rows: list[tuple[str, str, str]]) -> str:
 
 
 SECTIONS = ("bhccm_vs_flat", "jsps", "translu", "retrieval", "sliding_window", "data_loading", "encoders",
-            "hssn_loss")
+            "hssn_loss", "head_bound")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -352,7 +361,9 @@ def main(argv: list[str] | None = None) -> dict:
                     ("encoders", lambda: bench_encoders.bench(bench_encoders.ENCODERS[:2] if quick else
                                                               bench_encoders.ENCODERS, 2 if quick else 8, 64,
                                                               warmup, steps)),
-                    ("hssn_loss", lambda: bench_hssn_loss.bench(batch, 32 if quick else 64, steps))):
+                    ("hssn_loss", lambda: bench_hssn_loss.bench(batch, 32 if quick else 64, steps)),
+                    ("head_bound", lambda: bench_head_bound.bench(2 if quick else 5, steps if quick else 30, warmup,
+                                                                  batch))):
         ts = time.perf_counter()
         torch.set_num_threads(a.threads)
         report[key] = fn()

@@ -17,7 +17,7 @@ All heads apply one shared ``nn.Dropout2d`` to ``x`` before their 1×1 convoluti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -201,9 +201,17 @@ class BHCCM(_Head):
         x = self.dropout(x)
         # the L level convs read the same x: one conv with their stacked weights (C→Σ N_l), then split
         # (views; the gradients reach each level's own weight and bias through the cat)
-        weight = torch.cat([head.weight for head in self.heads])
-        bias = torch.cat([head.bias for head in self.heads])
+        weight, bias = self._head_weights()
         return list(torch.split(F.conv2d(x, weight, bias), list(self.num_classes), dim=1))
+
+    def _head_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The level heads' weights and biases stacked: ΣN×C×1×1 and ΣN."""
+        return torch.cat([head.weight for head in self.heads]), torch.cat([head.bias for head in self.heads])
+
+    def _stage_weights(self, groups: list[tuple[torch.Tensor, list[MergingBlock], list[torch.Tensor], list[int]]],
+                       ) -> tuple[torch.Tensor, ...]:
+        """The weights of one fusion stage's Merging Blocks, as :func:`_merge_stage` applies them (see there)."""
+        return _stage_weights(groups)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.fuse(self.level_logits(x))
@@ -232,7 +240,7 @@ class BHCCM(_Head):
                 keys = [f"{k}_{j}" for j in range(k + 1, L)]
                 groups.append((feats[k], [self.c2f_blocks[key] for key in keys],
                                [self.c2f_alpha[key] for key in keys], list(range(k + 1, L))))
-            acc = _merge_stage(groups, acc)
+            acc = _merge_stage(groups, acc, self._stage_weights)
             refined = [feats[0], *acc[1:]]  # F_1' = F_1
         else:
             refined = feats  # fine_to_coarse only: F_l' = F_l
@@ -244,7 +252,7 @@ class BHCCM(_Head):
             keys = [f"{k}_{j}" for j in range(k)]
             groups.append((refined[k], [self.f2c_blocks[key] for key in keys],
                            [self.f2c_alpha[key] for key in keys], list(range(k))))
-        acc = _merge_stage(groups, acc)
+        acc = _merge_stage(groups, acc, self._stage_weights)
         acc[-1] = self.f2c_alpha_fine * refined[-1] + self.f2c_beta[str(L - 1)] * feats[-1]
         return acc
 
@@ -260,12 +268,15 @@ def _has_forward_hooks(blocks: list[MergingBlock]) -> bool:
 def _merge_stage(
     groups: list[tuple[torch.Tensor, list[MergingBlock], list[torch.Tensor], list[int]]],
     acc: list[torch.Tensor | None],
+    stage_weights: Callable[[list], tuple[torch.Tensor, ...]] | None = None,
 ) -> list[torch.Tensor | None]:
     """``acc[t] += α · MB(x)`` for every Merging Block of one fusion stage, evaluated together.
 
     ``groups``: one ``(x, blocks, alphas, targets)`` per source tensor x (B×Cin_s×h×w; the sources of a
     stage may differ in channels): the blocks ``MB_i`` that read x, their scalars α_i and target levels.
-    ``acc``: per-level tensors B×N_l×h×w (or ``None``); returns the updated list.
+    ``acc``: per-level tensors B×N_l×h×w (or ``None``); returns the updated list. ``stage_weights``: makes the
+    stage's weights from ``groups`` (default :func:`_stage_weights`; :meth:`BHCCM._stage_weights`, which
+    ``benchmarks/bench_head_bound.py`` replaces by ready-made tensors to time the fusion without that work).
 
     Same maths as calling each :class:`MergingBlock` (the result equals it to float rounding), with fewer,
     larger operations, since on CPU at decoder resolution (16×16 for 64-px tiles) the time goes to the
@@ -294,30 +305,19 @@ def _merge_stage(
     batch = sources[0].shape[0]
     couts = [mb.cout for mb in blocks]
     x = sources[0] if len(sources) == 1 else torch.cat(sources, dim=1)  # B×ΣCin_s×h×w
-
-    def diag(get) -> torch.Tensor:
-        """Block-diagonal matrix of the 2-D weights ``get(mb)`` (rows: the blocks' outputs in order;
-        columns: the concatenated sources' channels), one block per source."""
-        per_source = [torch.cat([get(mb) for mb in group]) for _, group, _, _ in groups]
-        return per_source[0] if len(per_source) == 1 else torch.block_diag(*per_source)
-
-    # P for all blocks: B×ΣCout×h×w
-    proj = F.conv2d(x, diag(lambda mb: mb.align.weight.flatten(1))[:, :, None, None],
-                    torch.cat([mb.align.bias for mb in blocks]))
+    align_w, align_b, fc1_w, fc2_w, alpha, spatial_w = (stage_weights or _stage_weights)(groups)
+    proj = F.conv2d(x, align_w, align_b)  # P for all blocks: B×ΣCout×h×w
     # channel attention: the shared MLP on [avg; max] pooled x (2B×ΣCin), per block; max pooling keeps the
     # index-based backward of nn.AdaptiveMaxPool2d (gradient to one position)
     pooled = torch.cat([x.mean(dim=(2, 3)), x.flatten(2).max(dim=2).values])
-    hid = torch.relu(F.linear(pooled, diag(lambda mb: mb.fc1.weight.flatten(1))))  # 2B×(n·hidden)
-    fc2 = [mb.fc2.weight.flatten(1) for mb in blocks]  # Cout_i×hidden each, on block i's hidden units
-    mlp = F.linear(hid, fc2[0] if len(fc2) == 1 else torch.block_diag(*fc2))  # 2B×ΣCout
-    alpha = torch.cat([a.expand(mb.cout) for _, group, alphas, _ in groups for a, mb in zip(alphas, group)])
+    hid = torch.relu(F.linear(pooled, fc1_w))  # 2B×(n·hidden)
+    mlp = F.linear(hid, fc2_w)  # 2B×ΣCout
     channel_att = (torch.sigmoid(mlp[:batch] + mlp[batch:]) * alpha)[:, :, None, None]  # α_i Ac_i
     # spatial attention for all blocks: B×n×h×w, from [mean_c x_s, max_c x_s] of each source (2 channels
     # each). Channels-last input: PyTorch then runs the 7×7 conv through oneDNN instead of the im2col
     # fallback (_slow_conv2d), about half the time at 16×16
     spatial_in = torch.cat([t for xs in sources
                             for t in (xs.mean(dim=1, keepdim=True), xs.amax(dim=1, keepdim=True))], dim=1)
-    spatial_w = diag(lambda mb: mb.spatial.weight.flatten(1)).view(len(blocks), 2 * len(sources), 7, 7)
     spatial_att = torch.sigmoid(F.conv2d(spatial_in.contiguous(memory_format=torch.channels_last), spatial_w,
                                          padding=3))
     gated = (proj * channel_att).split(couts, dim=1)
@@ -326,6 +326,29 @@ def _merge_stage(
     for t, part, att in zip(targets, gated, spatial_att.split(1, dim=1)):
         acc[t] = part * att if acc[t] is None else torch.addcmul(acc[t], part, att)
     return acc
+
+
+def _stage_weights(
+    groups: list[tuple[torch.Tensor, list[MergingBlock], list[torch.Tensor], list[int]]],
+) -> tuple[torch.Tensor, ...]:
+    """One fusion stage's weights as :func:`_merge_stage` applies them, each layer's in one block-diagonal matrix
+    (rows: the blocks' outputs in order; columns: the concatenated sources' channels, one block per source):
+    align ΣCout×ΣCin×1×1 and its bias ΣCout, fc1 (n·hidden)×ΣCin, fc2 ΣCout×(n·hidden), α_i repeated over block
+    i's channels ΣCout, spatial n×2S×7×7 (S sources). Made from the parameters at each call (autograd
+    operations: cats, block-diagonals, expands)."""
+    blocks = [mb for _, group, _, _ in groups for mb in group]
+
+    def diag(get) -> torch.Tensor:
+        per_source = [torch.cat([get(mb) for mb in group]) for _, group, _, _ in groups]
+        return per_source[0] if len(per_source) == 1 else torch.block_diag(*per_source)
+
+    fc2 = [mb.fc2.weight.flatten(1) for mb in blocks]  # Cout_i×hidden each, on block i's hidden units
+    return (diag(lambda mb: mb.align.weight.flatten(1))[:, :, None, None],
+            torch.cat([mb.align.bias for mb in blocks]),
+            diag(lambda mb: mb.fc1.weight.flatten(1)),
+            fc2[0] if len(fc2) == 1 else torch.block_diag(*fc2),
+            torch.cat([a.expand(mb.cout) for _, group, alphas, _ in groups for a, mb in zip(alphas, group)]),
+            diag(lambda mb: mb.spatial.weight.flatten(1)).view(len(blocks), 2 * len(groups), 7, 7))
 
 
 class HSSNHead(_Head):

@@ -22,7 +22,7 @@ def test_bench_quick_writes_every_section(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(out.read_text())
     assert {"meta", "bhccm_vs_flat", "jsps", "translu", "retrieval", "sliding_window", "data_loading",
-            "encoders", "hssn_loss", "table"} <= set(report)
+            "encoders", "hssn_loss", "head_bound", "table"} <= set(report)
     assert report["meta"]["quick"] is True
     fpn = report["bhccm_vs_flat"]["fpn64_convnext_atto_10x128"]
     # BHCCM adds 13C + 1,711 parameters over the flat head for mm5b (C = 64 here): a ratio just above 1
@@ -41,6 +41,10 @@ def test_bench_quick_writes_every_section(tmp_path: Path) -> None:
     hl = report["hssn_loss"]  # both tree-min formulations ran (bench checks they agree) and all four steps
     assert hl["tree_min_fwd_bwd_s"]["now"] > 0 and hl["tree_min_fwd_bwd_s"]["before"] > 0
     assert set(hl["train_step"]) == {"flat_ce", "bhccm_hsc", "hssn", "hssn_before"}
+    hb = report["head_bound"]  # the bound arm computes what the current code computes, with fewer tensors
+    assert hb["bound_max_abs_difference_to_current"] <= 1e-4
+    assert hb["arms"]["bhccm_hsc_bound"] < hb["arms"]["bhccm_hsc"]
+    assert set(hb["ratio_to_flat"]) == {"bhccm_hsc", "bhccm_hsc_bound", "bhccm_ce"}
     # the printed table has one row per figure of the JSON's table
     rows = [line for line in res.stdout.splitlines() if line.startswith("| ") and "figure" not in line]
     assert len(rows) == len(report["table"]) >= 12

@@ -1,0 +1,210 @@
+"""How low can the BHCCM + HSC / flat step-time ratio go at the FPN-64 default without changing the maths?
+
+Issue 14 asks for the training-step ratio BHCCM + HSC / flat + CE <= 1.10 at the pipeline's default setting
+(FPN-64, ``tu-convnext_atto``, batch 8 of 10 x 64², one thread). What is left of the overhead is many small
+operations on 16 x 16 maps. Part of it is weight-side work that no equation asks for: each step, the head's
+parameters (level convs, and for each Merging Block its align, MLP and 7x7 weights and its α) are put together
+into the stacked and block-diagonal tensors that the fused stages apply (cats, block-diagonals, expands and their
+backwards), and about 50 parameter tensors pass through autograd and the optimiser. Storing the parameters in that
+layout (a checkpoint migration) is the lever that would remove it. This script measures the most that any such
+re-layout could buy, before anyone pays for it: one arm in which that work does not exist at all.
+
+Arms, interleaved step by step in one process (same batch, same thread; ``time.thread_time``):
+
+- ``flat_ce``: the flat head + CE;
+- ``bhccm_hsc``: BHCCM + HSC, the code as it is;
+- ``bhccm_hsc_bound``: BHCCM + HSC with the stacked head weights and each fusion stage's block-diagonal weights
+  given as ready-made leaf tensors (:meth:`hierars.heads.BHCCM._head_weights` / ``_stage_weights`` replaced on the
+  instance) and trained by the optimiser in place of the per-block parameters: the same maths with no weight-side
+  operations, a bound that no real layout reaches (it would still have to take its views);
+- ``bhccm_ce``: BHCCM with the level CE terms only (HSC with μ = 0), for the share of HSC's path term.
+
+Each round times ``--steps`` steps of every arm; per round the medians and the ratios to ``flat_ce``; over rounds
+the mean ratio with a 95 % t interval, and the per-step difference to ``bhccm_hsc`` (the arms' steps are adjacent:
+per round the median of the step-by-step differences, then the mean over rounds with a 95 % t interval,
+``hierars.comparison``).
+Writes ``reports/benchmarks/head_bound.json``.
+
+Usage (from the repo root, on an otherwise idle machine)::
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_head_bound.py      # 5 rounds x 30 steps, ~4 min
+    .venv/bin/python benchmarks/bench_head_bound.py --rounds 2 --steps 2 --out /tmp/b.json   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from timing import random_batch  # noqa: E402  (benchmarks/timing.py)
+
+from hierars import Hierarchy  # noqa: E402
+from hierars.atomic import atomic_write_text  # noqa: E402
+from hierars.comparison import paired_difference  # noqa: E402
+from hierars.heads import BHCCM  # noqa: E402
+from hierars.losses import HierarchicalCELoss, HSCLoss  # noqa: E402
+from hierars.models import build_model  # noqa: E402
+from hierars.project import resolve_path  # noqa: E402
+from hierars.training import TrainConfig, build_optimizer  # noqa: E402
+from hierars.training.allocator import retain_freed_memory  # noqa: E402
+
+ARMS = ("flat_ce", "bhccm_hsc", "bhccm_hsc_bound", "bhccm_ce")
+
+
+def ready_made_weights(head: BHCCM) -> list[torch.Tensor]:
+    """Replace, on this instance, the head's weight-side work by leaf tensors holding what it computes now.
+
+    Returns the leaves (to be trained in place of the parameters they stand for, which get no gradient)."""
+    weight, bias = (t.detach().clone().requires_grad_() for t in head._head_weights())
+    stages: dict[int, tuple[torch.Tensor, ...]] = {}
+    made = head._stage_weights
+
+    def stage_weights(groups: list) -> tuple[torch.Tensor, ...]:
+        key = id(groups[0][1][0])  # the stage's first Merging Block
+        if key not in stages:
+            stages[key] = tuple(t.detach().clone().requires_grad_() for t in made(groups))
+        return stages[key]
+
+    head._head_weights = lambda: (weight, bias)
+    head._stage_weights = stage_weights
+    with torch.no_grad():  # one forward makes every stage's leaves
+        head(torch.zeros(1, head.in_channels, 4, 4))
+    return [weight, bias, *(t for ws in stages.values() for t in ws)]
+
+
+def make_step(h: Hierarchy, arm: str, x: torch.Tensor, y: torch.Tensor, lr: float = 1e-4) -> Callable[[], None]:
+    """One training step (zero grad, forward, loss, backward, AdamW step as training builds it) for ``arm``."""
+    torch.manual_seed(0)
+    model = build_model("fpn", "tu-convnext_atto", x.shape[1], h, head="flat" if arm == "flat_ce" else "bhccm",
+                        decoder_channels=64).train()
+    loss = {"flat_ce": HierarchicalCELoss(), "bhccm_ce": HSCLoss(h, mu=0.0)}.get(arm) or HSCLoss(h)
+    leaves: list[torch.Tensor] = []
+    if arm == "bhccm_hsc_bound":
+        head = model.segmentation_head.head
+        used_directly = {id(p) for p in (*head.c2f_beta.values(), *head.f2c_beta.values(), head.f2c_alpha_fine)}
+        leaves = ready_made_weights(head)
+        for p in head.parameters():
+            if id(p) not in used_directly:
+                p.requires_grad_(False)
+    cfg = TrainConfig(lr=lr)
+    opt = build_optimizer(model, cfg)
+    if leaves:  # training's decay rule: none on vectors (biases, α)
+        opt.add_param_group({"params": [t for t in leaves if t.ndim > 1], "weight_decay": cfg.weight_decay})
+        opt.add_param_group({"params": [t for t in leaves if t.ndim <= 1], "weight_decay": 0.0})
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss(model(x), y).backward()
+        opt.step()
+    step.param_tensors = sum(len(g["params"]) for g in opt.param_groups)  # type: ignore[attr-defined]
+    step.model = model  # type: ignore[attr-defined]
+    return step
+
+
+def check_same_maths(current: torch.nn.Module, bound: torch.nn.Module, x: torch.Tensor) -> float:
+    """The bound arm computes what the current code computes: the largest difference of the two models' eval
+    outputs (and of their level logits' gradients through a random projection) on ``x``; raises above 1e-4."""
+    diffs = []
+    for m in (current, bound):
+        m.eval()
+    outs = [m(x) for m in (current, bound)]
+    torch.manual_seed(1)
+    proj = [torch.randn_like(z) for z in outs[0]]
+    grads = [torch.autograd.grad(sum((z * w).sum() for z, w in zip(o, proj)), m.encoder.parameters().__next__())[0]
+             for m, o in zip((current, bound), outs)]
+    diffs += [float((a - b).abs().max().detach()) for a, b in zip(*outs)] + [float((grads[0] - grads[1]).abs().max())]
+    for m in (current, bound):
+        m.train()
+    if max(diffs) > 1e-4:
+        raise SystemExit(f"the bound arm does not compute what the current code computes (max difference {max(diffs)})")
+    return max(diffs)
+
+
+def bench(rounds: int, steps: int, warmup: int, batch: int = 8, size: int = 64) -> dict:
+    h = Hierarchy.builtin("mm5b")
+    x, y = random_batch(h, batch, 10, size)
+    fns = {arm: make_step(h, arm, x, y) for arm in ARMS}
+    same = check_same_maths(fns["bhccm_hsc"].model, fns["bhccm_hsc_bound"].model, x)  # type: ignore[attr-defined]
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    per_round = []
+    for r in range(rounds):
+        times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+        for _ in range(steps):
+            for arm, fn in fns.items():
+                t = time.thread_time()
+                fn()
+                times[arm].append(time.thread_time() - t)
+        med = {arm: statistics.median(ts) for arm, ts in times.items()}
+        ratios = {arm: med[arm] / med["flat_ce"] for arm in ARMS[1:]}
+        # steps of the arms are adjacent, so per-step differences cancel the machine's drift
+        paired = {arm: statistics.median(a - b for a, b in zip(times[arm], times["bhccm_hsc"]))
+                  for arm in ("bhccm_hsc_bound", "bhccm_ce")}
+        per_round.append({"median_step_s": med, "ratio_to_flat": ratios, "median_paired_minus_bhccm_hsc_s": paired})
+        print(f"round {r}: flat {med['flat_ce'] * 1e3:.1f} ms | " + " | ".join(
+            f"{arm} {med[arm] * 1e3:.1f} ms ({ratios[arm]:.3f})" for arm in ARMS[1:]), flush=True)
+    summary = {}
+    for arm in ARMS[1:]:
+        rs = [rd["ratio_to_flat"][arm] for rd in per_round]
+        d = paired_difference(rs, [0.0] * len(rs)) if len(rs) >= 2 else None
+        summary[arm] = {"mean": statistics.fmean(rs), "lo95": d.lo if d else None, "hi95": d.hi if d else None}
+    minus_current = {}
+    for arm in ("bhccm_hsc_bound", "bhccm_ce"):
+        ds = [rd["median_paired_minus_bhccm_hsc_s"][arm] for rd in per_round]
+        d = paired_difference(ds, [0.0] * len(ds)) if rounds >= 2 else None
+        minus_current[arm] = {"mean": statistics.fmean(ds), "lo95": d.lo if d else None, "hi95": d.hi if d else None,
+                              "verdict": d.verdict_as("slower", "faster") if d else None}
+    return {
+        "what": "training step (forward, loss, backward, fused AdamW), FPN-64 convnext_atto, "
+                f"{batch} x 10 x {size}², 1 thread, CPU time (thread_time); arms interleaved step by step",
+        "arms": {arm: fns[arm].param_tensors for arm in ARMS},  # type: ignore[attr-defined]
+        "bound_max_abs_difference_to_current": same,
+        "rounds": rounds, "steps": steps, "warmup": warmup,
+        "ratio_to_flat": summary,
+        # per round the median of the per-step differences arm − bhccm_hsc; mean over rounds, 95 % t
+        "minus_bhccm_hsc_s": minus_current,
+        "target_ratio": 1.10,
+        "bound_meets_target": summary["bhccm_hsc_bound"]["mean"] <= 1.10,
+        "per_round": per_round,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per arm and round")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--out", default="reports/benchmarks/head_bound.json")
+    a = ap.parse_args(argv)
+    retain_freed_memory()  # training's malloc setting
+    torch.set_num_threads(1)
+    report = {"torch": torch.__version__, "machine": platform.machine(), "python": platform.python_version(),
+              **bench(a.rounds, a.steps, a.warmup)}
+    s = report["ratio_to_flat"]
+    print("mean ratio to flat over rounds (95 % t): " + ", ".join(
+        f"{arm} {v['mean']:.3f}" + (f" [{v['lo95']:.3f}, {v['hi95']:.3f}]" if v["lo95"] is not None else "")
+        for arm, v in s.items()))
+    for arm, b in report["minus_bhccm_hsc_s"].items():
+        if b["lo95"] is not None:
+            print(f"{arm} - bhccm_hsc, per step: {b['mean'] * 1e3:+.2f} ms [{b['lo95'] * 1e3:+.2f}, "
+                  f"{b['hi95'] * 1e3:+.2f}] ({b['verdict']})")
+    out = resolve_path(a.out)
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
