@@ -256,7 +256,24 @@ def bench_table(path: str | Path) -> PaperTable:
     return PaperTable("complexity_bench", "Table VIII (HieraRS), measured: BHCCM + HSC vs flat + CE side by side",
                       pd.DataFrame.from_dict(rows, orient="index"), pd.DataFrame.from_dict(shown, orient="index"),
                       f"benchmarks/run.py, reports/{Path(path).name} (median step times of interleaved steps{threads} on this "
-                      "machine's shared cores; absolute times pessimistic, the ratios less so)")
+                      "machine's shared cores; absolute times pessimistic, the ratios less so)", _bound_notes(data))
+
+
+def _bound_notes(data: dict) -> list[str]:
+    """A note from the file's ``head_bound`` section (``benchmarks/bench_head_bound.py``), if it has one: the FPN-64
+    step ratio of the current code beside its bound without weight-side work and without HSC's path term."""
+    hb = data.get("head_bound")
+    if not isinstance(hb, dict) or "ratio_to_flat" not in hb:
+        return []
+
+    def fmt(arm: str) -> str:
+        r = hb["ratio_to_flat"][arm]
+        return f"{r['mean']:.3f}" + (f" [{r['lo95']:.3f}, {r['hi95']:.3f}]" if r.get("lo95") is not None else "")
+
+    return [f"FPN-64 default, step ratio to flat over {hb['rounds']} rounds (95 % t): BHCCM + HSC {fmt('bhccm_hsc')}; "
+            f"the same with no weight-side work in the head (ready-made packed weights, the bound of any re-layout of "
+            f"its parameters) {fmt('bhccm_hsc_bound')}; without HSC's path term {fmt('bhccm_ce')} "
+            "(benchmarks/bench_head_bound.py)"]
 
 
 # ------------------------------------------------------------------------------------------------ transfer

@@ -250,6 +250,15 @@ def test_bench_table_reads_the_benchmark_ratios(tmp_path):
     assert t.data.loc["fpn", "extra_ms_loss"] == 5.0 and "threads" not in t.source
     (tmp_path / "bench.json").write_text(json.dumps({"meta": {"threads": 2}, "bhccm_vs_flat": {"fpn": entry}}))
     assert "interleaved steps, 2 torch threads on" in bench_table(tmp_path / "bench.json").source
+    assert bench_table(tmp_path / "bench.json").notes == []  # no head_bound section: no note
+    ratios = {"bhccm_hsc": {"mean": 1.136, "lo95": 1.127, "hi95": 1.145},
+              "bhccm_hsc_bound": {"mean": 1.112, "lo95": 1.099, "hi95": 1.126},
+              "bhccm_ce": {"mean": 1.078, "lo95": None, "hi95": None}}
+    (tmp_path / "bench.json").write_text(json.dumps({"bhccm_vs_flat": {"fpn": entry},
+                                                     "head_bound": {"rounds": 6, "ratio_to_flat": ratios}}))
+    (note,) = bench_table(tmp_path / "bench.json").notes
+    assert "BHCCM + HSC 1.136 [1.127, 1.145]" in note and "re-layout of its parameters) 1.112 [1.099, 1.126]" in note
+    assert "path term 1.078 (" in note and "over 6 rounds" in note
     (tmp_path / "empty.json").write_text("{}")
     with pytest.raises(ValueError, match="empty.json.*bhccm_vs_flat"):
         bench_table(tmp_path / "empty.json")
