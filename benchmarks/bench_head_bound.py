@@ -40,7 +40,6 @@ arms); the differences between arms of one run are what the four-arm run is for.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -53,15 +52,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from timing import random_batch  # noqa: E402  (benchmarks/timing.py)
+from timing import random_batch, write_report  # noqa: E402  (benchmarks/timing.py)
 
 from hierars import Hierarchy  # noqa: E402
-from hierars.atomic import atomic_write_text  # noqa: E402
 from hierars.comparison import paired_difference  # noqa: E402
 from hierars.heads import BHCCM  # noqa: E402
 from hierars.losses import HierarchicalCELoss, HSCLoss  # noqa: E402
 from hierars.models import build_model  # noqa: E402
-from hierars.project import resolve_path  # noqa: E402
 from hierars.training import TrainConfig, build_optimizer  # noqa: E402
 from hierars.training.allocator import retain_freed_memory  # noqa: E402
 
@@ -214,9 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
         if b["lo95"] is not None:
             print(f"{arm} - bhccm_hsc, per step: {b['mean'] * 1e3:+.2f} ms [{b['lo95'] * 1e3:+.2f}, "
                   f"{b['hi95'] * 1e3:+.2f}] ({b['verdict']})")
-    out = resolve_path(a.out)
-    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(report, a.out)
     return report
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from hierars.atomic import atomic_write_text
+from hierars.project import resolve_path
 from hierars.training import TrainConfig, build_optimizer
 
 if TYPE_CHECKING:
@@ -72,3 +75,11 @@ def train_step(model: nn.Module, loss: Callable, x: torch.Tensor, y: torch.Tenso
         loss(model(x), y).backward()
         opt.step()
     return step
+
+
+def write_report(report: dict, path: str) -> None:
+    """Write a benchmark's report as indented JSON to ``path`` (relative to the repository root), atomically, and
+    say where."""
+    out = resolve_path(path)
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
