@@ -31,7 +31,6 @@ Usage (from the repo root)::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -45,14 +44,12 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from timing import median_times, random_batch, summary, train_step, training_optimizer  # noqa: E402  (benchmarks/timing.py)
+from timing import median_times, random_batch, summary, train_step, training_optimizer, write_report  # noqa: E402  (benchmarks/timing.py)
 
 from hierars import Hierarchy  # noqa: E402
-from hierars.atomic import atomic_write_text  # noqa: E402
 from hierars.decoding import jsps, predict_levels  # noqa: E402
 from hierars.losses import HierarchicalCELoss, HSCLoss, path_kl, path_scores  # noqa: E402
 from hierars.models import build_model  # noqa: E402
-from hierars.project import resolve_path  # noqa: E402
 from hierars.training.allocator import retain_freed_memory  # noqa: E402
 
 #: (name, arch, encoder, in_channels, size, decoder_channels): the pipeline's default CPU profile (64-px
@@ -261,9 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[memory] B={r['batch']} P={r['num_paths']} {r['size']}²: s = {r['path_scores_MiB_analytic']:.1f} MiB "
           f"analytic; measured peak: path_scores {r['peak_MiB_path_scores_inference']:.1f} MiB, path-KL fwd+bwd "
           f"{r['peak_MiB_path_kl_forward_backward']:.1f} MiB ({r['train_peak_over_analytic']:.2f}x s)", flush=True)
-    out = resolve_path(a.out)
-    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(report, a.out)
     return report
 
 

@@ -34,7 +34,6 @@ Usage (from the repo root)::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from collections.abc import Callable
@@ -47,13 +46,11 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from timing import median_times, summary  # noqa: E402  (benchmarks/timing.py)
+from timing import median_times, summary, write_report  # noqa: E402  (benchmarks/timing.py)
 
 from hierars import Hierarchy  # noqa: E402
-from hierars.atomic import atomic_write_text  # noqa: E402
 from hierars.losses import HSCLoss  # noqa: E402
 from hierars.models import build_model  # noqa: E402
-from hierars.project import resolve_path  # noqa: E402
 from hierars.transfer import TransLU, TransLULoss, finetune_model  # noqa: E402
 
 #: (name, arch, encoder, in_channels, size, decoder_channels, target tree, mapping, steps factor)
@@ -152,9 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
               + ", ".join(f"{k} {v:.0f} MiB" for k, v in r["peak_step_MiB"].items())
               + f" (TransLU ratio {r['peak_step_ratio_over_single']['translu']:.2f}); {r['biu_count']} BIUs",
               flush=True)
-    out = resolve_path(a.out)
-    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(report, a.out)
     return report
 
 
