@@ -14,7 +14,7 @@ Arms, interleaved step by step in one process (same batch, same thread; ``time.t
 - ``flat_ce``: the flat head + CE;
 - ``bhccm_hsc``: BHCCM + HSC, the code as it is;
 - ``bhccm_hsc_bound``: BHCCM + HSC with the stacked head weights and each fusion stage's block-diagonal weights
-  given as ready-made leaf tensors (:meth:`hierars.heads.BHCCM._head_weights` / ``_stage_weights`` replaced on the
+  given as ready-made parameters (:meth:`hierars.heads.BHCCM._head_weights` / ``_stage_weights`` replaced on the
   instance) and trained by the optimiser in place of the per-block parameters: the same maths with no weight-side
   operations, a bound that no real layout reaches (it would still have to take its views);
 - ``bhccm_ce``: BHCCM with the level CE terms only (HSC with μ = 0), for the share of HSC's path term.
@@ -48,85 +48,76 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from timing import random_batch, write_report  # noqa: E402  (benchmarks/timing.py)
+from timing import random_batch, train_step, write_report  # noqa: E402  (benchmarks/timing.py)
 
 from hierars import Hierarchy  # noqa: E402
 from hierars.comparison import paired_difference  # noqa: E402
 from hierars.heads import BHCCM  # noqa: E402
 from hierars.losses import HierarchicalCELoss, HSCLoss  # noqa: E402
 from hierars.models import build_model  # noqa: E402
-from hierars.training import TrainConfig, build_optimizer  # noqa: E402
 from hierars.training.allocator import retain_freed_memory  # noqa: E402
 
 ARMS = ("flat_ce", "bhccm_hsc", "bhccm_hsc_bound", "bhccm_ce")
 
 
-def ready_made_weights(head: BHCCM) -> list[torch.Tensor]:
-    """Replace, on this instance, the head's weight-side work by leaf tensors holding what it computes now.
+def ready_made_weights(head: BHCCM) -> None:
+    """Replace, on this instance, the head's weight-side work by parameters holding what it computes now.
 
-    Returns the leaves (to be trained in place of the parameters they stand for, which get no gradient)."""
-    weight, bias = (t.detach().clone().requires_grad_() for t in head._head_weights())
-    stages: dict[int, tuple[torch.Tensor, ...]] = {}
+    They are registered on the head (``bound_weights``), so training's optimiser trains them with its own decay
+    rule; the parameters they stand for are frozen. β, β' and α_L, which the fusion uses directly, stay trainable."""
+    weight, bias = (nn.Parameter(t.detach().clone()) for t in head._head_weights())
+    stages: dict[int, tuple[nn.Parameter, ...]] = {}
     made = head._stage_weights
 
-    def stage_weights(groups: list) -> tuple[torch.Tensor, ...]:
+    def stage_weights(groups: list) -> tuple[nn.Parameter, ...]:
         key = id(groups[0][1][0])  # the stage's first Merging Block
         if key not in stages:
-            stages[key] = tuple(t.detach().clone().requires_grad_() for t in made(groups))
+            stages[key] = tuple(nn.Parameter(t.detach().clone()) for t in made(groups))
         return stages[key]
 
     head._head_weights = lambda: (weight, bias)
     head._stage_weights = stage_weights
-    with torch.no_grad():  # one forward makes every stage's leaves
+    with torch.no_grad():  # one forward makes every stage's parameters
         head(torch.zeros(1, head.in_channels, 4, 4))
-    return [weight, bias, *(t for ws in stages.values() for t in ws)]
+    used_directly = {id(p) for p in (*head.c2f_beta.values(), *head.f2c_beta.values(), head.f2c_alpha_fine)}
+    for p in head.parameters():
+        if id(p) not in used_directly:
+            p.requires_grad_(False)
+    head.bound_weights = nn.ParameterList([weight, bias, *(t for ws in stages.values() for t in ws)])
 
 
 def make_step(h: Hierarchy, arm: str, x: torch.Tensor, y: torch.Tensor, lr: float = 1e-4) -> Callable[[], None]:
-    """One training step (zero grad, forward, loss, backward, AdamW step as training builds it) for ``arm``."""
+    """One training step for ``arm`` (:func:`timing.train_step`: zero grad, forward, loss, backward, training's AdamW
+    step); ``step.param_tensors``: how many parameter tensors it trains, ``step.model``: the model."""
     torch.manual_seed(0)
     model = build_model("fpn", "tu-convnext_atto", x.shape[1], h, head="flat" if arm == "flat_ce" else "bhccm",
                         decoder_channels=64).train()
     loss = {"flat_ce": HierarchicalCELoss(), "bhccm_ce": HSCLoss(h, mu=0.0)}.get(arm) or HSCLoss(h)
-    leaves: list[torch.Tensor] = []
     if arm == "bhccm_hsc_bound":
-        head = model.segmentation_head.head
-        used_directly = {id(p) for p in (*head.c2f_beta.values(), *head.f2c_beta.values(), head.f2c_alpha_fine)}
-        leaves = ready_made_weights(head)
-        for p in head.parameters():
-            if id(p) not in used_directly:
-                p.requires_grad_(False)
-    cfg = TrainConfig(lr=lr)
-    opt = build_optimizer(model, cfg)
-    if leaves:  # training's decay rule: none on vectors (biases, α)
-        opt.add_param_group({"params": [t for t in leaves if t.ndim > 1], "weight_decay": cfg.weight_decay})
-        opt.add_param_group({"params": [t for t in leaves if t.ndim <= 1], "weight_decay": 0.0})
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss(model(x), y).backward()
-        opt.step()
-    step.param_tensors = sum(len(g["params"]) for g in opt.param_groups)  # type: ignore[attr-defined]
+        ready_made_weights(model.segmentation_head.head)
+    step = train_step(model, loss, x, y, lr)
+    step.param_tensors = sum(p.requires_grad for p in model.parameters())  # type: ignore[attr-defined]
     step.model = model  # type: ignore[attr-defined]
     return step
 
 
 def check_same_maths(current: torch.nn.Module, bound: torch.nn.Module, x: torch.Tensor) -> float:
     """The bound arm computes what the current code computes: the largest difference of the two models' eval
-    outputs (and of their level logits' gradients through a random projection) on ``x``; raises above 1e-4."""
-    diffs = []
+    outputs on ``x`` and of the gradient, through them, of a random projection of the outputs with respect to the
+    encoder's first parameter; raises above 1e-4."""
     for m in (current, bound):
         m.eval()
     outs = [m(x) for m in (current, bound)]
     torch.manual_seed(1)
     proj = [torch.randn_like(z) for z in outs[0]]
-    grads = [torch.autograd.grad(sum((z * w).sum() for z, w in zip(o, proj)), m.encoder.parameters().__next__())[0]
+    grads = [torch.autograd.grad(sum((z * w).sum() for z, w in zip(o, proj)), next(m.encoder.parameters()))[0]
              for m, o in zip((current, bound), outs)]
-    diffs += [float((a - b).abs().max().detach()) for a, b in zip(*outs)] + [float((grads[0] - grads[1]).abs().max())]
+    diffs = [float((a - b).abs().max().detach()) for a, b in zip(*outs)] + [float((grads[0] - grads[1]).abs().max())]
     for m in (current, bound):
         m.train()
     if max(diffs) > 1e-4:

@@ -268,14 +268,14 @@ def _has_forward_hooks(blocks: list[MergingBlock]) -> bool:
 def _merge_stage(
     groups: list[tuple[torch.Tensor, list[MergingBlock], list[torch.Tensor], list[int]]],
     acc: list[torch.Tensor | None],
-    stage_weights: Callable[[list], tuple[torch.Tensor, ...]] | None = None,
+    stage_weights: Callable[[list], tuple[torch.Tensor, ...]],
 ) -> list[torch.Tensor | None]:
     """``acc[t] += α · MB(x)`` for every Merging Block of one fusion stage, evaluated together.
 
     ``groups``: one ``(x, blocks, alphas, targets)`` per source tensor x (B×Cin_s×h×w; the sources of a
     stage may differ in channels): the blocks ``MB_i`` that read x, their scalars α_i and target levels.
     ``acc``: per-level tensors B×N_l×h×w (or ``None``); returns the updated list. ``stage_weights``: makes the
-    stage's weights from ``groups`` (default :func:`_stage_weights`; :meth:`BHCCM._stage_weights`, which
+    stage's weights from ``groups`` (:meth:`BHCCM._stage_weights`, i.e. :func:`_stage_weights`, which
     ``benchmarks/bench_head_bound.py`` replaces by ready-made tensors to time the fusion without that work).
 
     Same maths as calling each :class:`MergingBlock` (the result equals it to float rounding), with fewer,
@@ -305,7 +305,7 @@ def _merge_stage(
     batch = sources[0].shape[0]
     couts = [mb.cout for mb in blocks]
     x = sources[0] if len(sources) == 1 else torch.cat(sources, dim=1)  # B×ΣCin_s×h×w
-    align_w, align_b, fc1_w, fc2_w, alpha, spatial_w = (stage_weights or _stage_weights)(groups)
+    align_w, align_b, fc1_w, fc2_w, alpha, spatial_w = stage_weights(groups)
     proj = F.conv2d(x, align_w, align_b)  # P for all blocks: B×ΣCout×h×w
     # channel attention: the shared MLP on [avg; max] pooled x (2B×ΣCin), per block; max pooling keeps the
     # index-based backward of nn.AdaptiveMaxPool2d (gradient to one position)
